@@ -1,0 +1,685 @@
+"""The one access-token verifier, used by the SDK and by the service.
+
+Policy (DESIGN.md "Tokens"; RFC 7515/7519/8725/9068):
+
+- Size is checked before anything is parsed; the token must be ASCII compact
+  JWS with exactly three strict base64url segments (no padding, canonical
+  trailing bits). Header and payload are strict UTF-8 JSON objects: no BOM,
+  no duplicate keys, no NaN/Infinity, no lone surrogates, nesting depth at
+  most 16.
+- The issuer is chosen by the exact ``iss`` string; the token's ``alg`` must
+  be allowed for that issuer *and* equal the algorithm the ``kid``'s key is
+  pinned to, so ``none``, HS* and key-type confusion cannot pass. ``kid`` is
+  looked up only in that issuer's :class:`~entitlements_client.jwks.KeySet`.
+- ``jku``, ``x5u``, ``jwk``, ``x5c``, ``crit``, ``b64``, ``cty``, ``zip`` and
+  ``enc`` reject the token: we follow no key URLs, trust no embedded keys,
+  understand no critical extensions and accept no nested or encrypted
+  tokens. Other unknown header parameters (e.g. ``x5t``) are ignored.
+- ``typ`` must be one the issuer accepts (``at+jwt`` by default, compared
+  case-insensitively, ``application/`` prefix optional; ``""`` in the
+  issuer's ``typ`` accepts a token with no ``typ``).
+- Required claims ``iss``, ``aud``, ``sub``, ``exp``, ``iat``, ``jti``;
+  NumericDates are JSON integers (not floats, strings or booleans); ``exp``
+  and ``nbf``/``iat`` are checked with a leeway of at most 30 s; ``exp - iat``
+  is capped per issuer.
+- Every failure is an :class:`InvalidTokenError` with a stable ``code``;
+  unexpected exceptions from parsing or cryptography are converted too.
+
+Verified tokens are remembered (bounded LRU keyed by the exact token string),
+so a token seen before costs a dictionary lookup plus the expiry and
+revocation checks, which run on every call. A remembered token is dropped as
+soon as its key leaves the issuer's key set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import threading
+import time
+from base64 import urlsafe_b64decode
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Final, NamedTuple, NoReturn
+
+from ._errors import InvalidTokenError
+from .jwks import ALGORITHMS, KeySet, PublicKey
+
+__all__ = [
+    "CacheInfo",
+    "IssuerConfig",
+    "TokenVerifier",
+    "VerifiedToken",
+    "parse_duration",
+]
+
+logger = logging.getLogger(__name__)
+
+MAX_LEEWAY: Final = 30.0
+MAX_JSON_DEPTH: Final = 16
+MAX_CLAIM_LENGTH: Final = 256
+# Integers beyond 2**53 do not survive a round trip through most JSON stacks.
+_MAX_NUMERIC_DATE: Final = 2**53
+# Header parameters that make us reject the token (see the module docstring).
+_REJECTED_HEADERS: Final = frozenset({"jku", "x5u", "jwk", "x5c", "crit", "b64", "cty", "zip", "enc"})
+_TOKEN_RE: Final = re.compile(r"([A-Za-z0-9_-]*)\.([A-Za-z0-9_-]*)\.([A-Za-z0-9_-]*)")
+_B64_INDEX: Final = {
+    c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+}
+_SURROGATE_ESCAPE_RE: Final = re.compile(r"\\u[dD][89a-fA-F]")
+_DURATION_RE: Final = re.compile(r"(?:[0-9]{1,9}[smhd])+|[0-9]{1,9}")
+_DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str | float) -> float:
+    """Parse ``"30s"``, ``"15m"``, ``"24h"``, ``"7d"``, ``"1h30m"``, ``"90"`` or a number into seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration cannot be a boolean")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and _DURATION_RE.fullmatch(value.strip()):
+        text = value.strip()
+        if text.isdigit():
+            seconds = float(text)
+        else:
+            parts = re.findall(r"([0-9]+)([smhd])", text)
+            seconds = float(sum(int(n) * _DURATION_UNITS[u] for n, u in parts))
+    else:
+        raise ValueError(f"invalid duration {value!r}; use e.g. '30s', '15m', '24h', '7d'")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return seconds
+
+
+def _normalize_typ(typ: str) -> str:
+    # RFC 7515 §4.1.9: media types are case-insensitive and "application/" may be omitted.
+    typ = typ.lower()
+    return typ[12:] if typ.startswith("application/") else typ
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerConfig:
+    """One trusted issuer: who it is, which audience it must name, its keys and its policy.
+
+    ``algorithms`` may only contain EdDSA, ES256 and RS256. ``roles_claim`` is
+    a dotted path into the payload (``realm_access.roles`` for Keycloak).
+    ``typ`` lists accepted ``typ`` header values; include ``""`` to accept
+    tokens without one. ``max_lifetime`` caps ``exp - iat`` in seconds.
+    """
+
+    issuer: str
+    audience: str
+    keys: KeySet
+    algorithms: tuple[str, ...] = ("EdDSA",)
+    roles_claim: str = "roles"
+    typ: tuple[str, ...] = ("at+jwt",)
+    max_lifetime: float = 86_400.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.issuer, str) or not self.issuer:
+            raise ValueError("issuer must be a non-empty string")
+        if not isinstance(self.audience, str) or not self.audience:
+            raise ValueError("audience must be a non-empty string")
+        if not isinstance(self.keys, KeySet):
+            raise ValueError("keys must be a KeySet")
+        algorithms = (self.algorithms,) if isinstance(self.algorithms, str) else tuple(self.algorithms)
+        if not algorithms or any(a not in ALGORITHMS for a in algorithms):
+            raise ValueError(f"algorithms must be a non-empty subset of {sorted(ALGORITHMS)}")
+        typ = (self.typ,) if isinstance(self.typ, str) else tuple(self.typ)
+        if not typ or not all(isinstance(t, str) for t in typ):
+            raise ValueError("typ must be a non-empty list of strings ('' accepts no typ)")
+        if not isinstance(self.roles_claim, str) or not all(self.roles_claim.split(".")):
+            raise ValueError("roles_claim must be a dotted path such as 'realm_access.roles'")
+        lifetime = self.max_lifetime
+        if isinstance(lifetime, bool) or not isinstance(lifetime, int | float):
+            raise ValueError("max_lifetime must be a number of seconds")
+        if not math.isfinite(lifetime) or lifetime <= 0:
+            raise ValueError("max_lifetime must be positive")
+        object.__setattr__(self, "algorithms", algorithms)
+        object.__setattr__(self, "typ", typ)
+        object.__setattr__(self, "max_lifetime", float(lifetime))
+
+    @classmethod
+    def from_mapping(cls, item: Mapping[str, Any], **keyset_options: Any) -> IssuerConfig:
+        """Build from one ``ENTITLEMENTS_TRUSTED_ISSUERS`` item.
+
+        ``{"issuer", "audience", "jwks_url" | "jwks_file", "algorithms", "roles_claim",
+        "typ", "max_lifetime"}`` plus optional ``"allow_insecure_http"``;
+        ``typ`` may be a string, a list, or null (= no ``typ`` header);
+        ``max_lifetime`` a number of seconds or a duration such as ``"24h"``.
+        ``keyset_options`` go to :class:`KeySet` (``min_refetch_interval``…).
+        Unknown keys raise :class:`ValueError`, so a typo cannot weaken the policy.
+        """
+        known = {"issuer", "audience", "jwks_url", "jwks_file", "algorithms", "roles_claim",
+                 "typ", "max_lifetime", "allow_insecure_http"}
+        if not isinstance(item, Mapping):
+            raise ValueError("a trusted issuer must be a JSON object")
+        unknown = set(item) - known
+        if unknown:
+            raise ValueError(f"unknown trusted-issuer keys: {sorted(unknown)}")
+        url, file = item.get("jwks_url"), item.get("jwks_file")
+        if (url is None) == (file is None):
+            raise ValueError("a trusted issuer needs exactly one of jwks_url and jwks_file")
+        keys = KeySet(url=url, file=file,
+                      allow_insecure_http=bool(item.get("allow_insecure_http", False)),
+                      **keyset_options)
+        typ = item.get("typ", "at+jwt")
+        return cls(
+            issuer=item.get("issuer"),  # type: ignore[arg-type]  # validated in __post_init__
+            audience=item.get("audience"),  # type: ignore[arg-type]
+            keys=keys,
+            algorithms=tuple(item.get("algorithms", ("EdDSA",))),
+            roles_claim=item.get("roles_claim", "roles"),
+            typ=("",) if typ is None else typ,
+            max_lifetime=parse_duration(item.get("max_lifetime", 86_400)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    """What a verified access token says. ``claims`` is the whole payload, read-only."""
+
+    issuer: str
+    subject: str
+    audience: tuple[str, ...]
+    expires_at: int
+    issued_at: int
+    jti: str
+    scopes: frozenset[str]
+    roles: tuple[str, ...]
+    tenant: str | None
+    typ: str
+    actor: Mapping[str, Any] | None
+    claims: Mapping[str, Any]
+
+    def has_scope(self, scope: str) -> bool:
+        """Whether the token's ``scope`` claim lists ``scope``."""
+        return scope in self.scopes
+
+    def has_role(self, role: str) -> bool:
+        """Whether ``role`` is among the token's roles."""
+        return role in self.roles
+
+
+class CacheInfo(NamedTuple):
+    """Statistics of the remembered-token cache (as ``functools.lru_cache``)."""
+
+    hits: int
+    misses: int
+    size: int
+    maxsize: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Issuer:
+    """An IssuerConfig compiled for fast checks."""
+
+    config: IssuerConfig
+    algorithms: frozenset[str]
+    typs: frozenset[str]
+    roles_path: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A token that passed every check that needs no key; waiting for key and signature."""
+
+    token: str
+    issuer: _Issuer
+    header: dict[str, Any]
+    payload: dict[str, Any]
+    alg: str
+    kid: str
+    signing_input: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Remembered:
+    verified: VerifiedToken
+    keys: KeySet
+    key: PublicKey
+
+
+def _fail(code: str, message: str | None = None) -> NoReturn:
+    raise InvalidTokenError(code, message)
+
+
+# -- strict decoding ---------------------------------------------------------------------
+
+
+def _b64decode(segment: str) -> bytes:
+    # The alphabet was checked by _TOKEN_RE. A length of 4k+1 cannot be base64; with
+    # 4k+2 or 4k+3 characters the unused low bits of the last one must be zero, or many
+    # strings would decode to the same bytes (signature malleability, cache bypass).
+    rest = len(segment) % 4
+    if rest == 1:
+        _fail("malformed", "invalid base64url length")
+    if rest and _B64_INDEX[segment[-1]] & (0x0F if rest == 2 else 0x03):
+        _fail("malformed", "non-canonical base64url")
+    return urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        # Duplicate names are resolved differently by different parsers; refuse to guess.
+        raise ValueError("duplicate JSON member name")
+    return obj
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # "1e999" parses to inf
+        raise ValueError("number out of range")
+    return value
+
+
+_DECODER: Final = json.JSONDecoder(
+    object_pairs_hook=_unique_keys, parse_constant=_reject_constant, parse_float=_finite_float
+)
+
+
+def _check_tree(value: object, depth: int, check_strings: bool) -> None:
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError("JSON nested too deeply")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if check_strings:
+                key.encode("utf-8")
+            _check_tree(item, depth + 1, check_strings)
+    elif isinstance(value, list):
+        for item in value:
+            _check_tree(item, depth + 1, check_strings)
+    elif check_strings and isinstance(value, str):
+        value.encode("utf-8")  # lone surrogates from \\ud800 escapes raise here
+
+
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    if raw.startswith(b"\xef\xbb\xbf"):
+        _fail("malformed", f"{what} starts with a byte order mark")
+    try:
+        text = raw.decode("utf-8")
+        value = _DECODER.decode(text)
+        # Cheap guards first: without enough brackets the tree cannot be too deep, and
+        # without a surrogate escape no string can hold a lone surrogate.
+        deep = raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH
+        surrogates = "\\u" in text and _SURROGATE_ESCAPE_RE.search(text) is not None
+        if deep or surrogates:
+            _check_tree(value, 1, surrogates)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeError are ValueErrors
+        _fail("malformed", f"{what} is not strict UTF-8 JSON")
+    if not isinstance(value, dict):
+        _fail("malformed", f"{what} is not a JSON object")
+    return value
+
+
+# -- claims ------------------------------------------------------------------------------
+
+
+def _required_string(payload: Mapping[str, Any], name: str) -> str:
+    if name not in payload:
+        _fail("missing_claim", f"missing '{name}' claim")
+    value = payload[name]
+    if not isinstance(value, str) or not value or len(value) > MAX_CLAIM_LENGTH:
+        _fail("bad_claim", f"'{name}' must be a non-empty string of at most 256 characters")
+    return value
+
+
+def _numeric_date(payload: Mapping[str, Any], name: str, *, required: bool) -> int | None:
+    if name not in payload:
+        if required:
+            _fail("missing_claim", f"missing '{name}' claim")
+        return None
+    value = payload[name]
+    # bool is an int subclass; floats, strings and huge numbers are refused (DESIGN.md:
+    # integer NumericDates), which also keeps all arithmetic below exact.
+    if type(value) is not int or not 0 <= value < _MAX_NUMERIC_DATE:
+        _fail("bad_claim", f"'{name}' must be an integer NumericDate")
+    return value
+
+
+def _freeze(value: Any) -> Any:
+    """Deep read-only copy: remembered tokens are shared between callers."""
+    if isinstance(value, dict):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+class TokenVerifier:
+    """Verify access tokens from one or more trusted issuers.
+
+    ``leeway`` (0–30 s) absorbs clock skew. Tokens longer than
+    ``max_token_bytes`` are refused before parsing. Up to ``cache_size``
+    verified tokens are remembered (0 disables). ``is_revoked`` is called on
+    every successful verification, remembered or not; returning True, or
+    raising, rejects the token. ``clock`` returns wall-clock seconds.
+
+    :meth:`verify` may fetch keys synchronously when a token names an unknown
+    ``kid``; in async code use :meth:`averify`. Safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        issuers: Sequence[IssuerConfig],
+        *,
+        leeway: float = 30.0,
+        max_token_bytes: int = 8192,
+        cache_size: int = 10_000,
+        is_revoked: Callable[[VerifiedToken], bool] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if isinstance(issuers, IssuerConfig) or not issuers:
+            raise ValueError("issuers must be a non-empty sequence of IssuerConfig")
+        compiled: dict[str, _Issuer] = {}
+        for config in issuers:
+            if not isinstance(config, IssuerConfig):
+                raise ValueError("issuers must be a non-empty sequence of IssuerConfig")
+            if config.issuer in compiled:
+                raise ValueError(f"issuer {config.issuer!r} is configured twice")
+            compiled[config.issuer] = _Issuer(
+                config=config,
+                algorithms=frozenset(config.algorithms),
+                typs=frozenset(_normalize_typ(t) for t in config.typ),
+                roles_path=tuple(config.roles_claim.split(".")),
+            )
+        if isinstance(leeway, bool) or not isinstance(leeway, int | float) or not 0 <= leeway <= MAX_LEEWAY:
+            raise ValueError("leeway must be between 0 and 30 seconds")
+        if isinstance(max_token_bytes, bool) or not isinstance(max_token_bytes, int) or max_token_bytes < 16:
+            raise ValueError("max_token_bytes must be an integer of at least 16")
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
+            raise ValueError("cache_size must be a non-negative integer")
+        self._issuers = compiled
+        self._leeway = float(leeway)
+        self._max_bytes = max_token_bytes
+        self._cache_size = cache_size
+        self._is_revoked = is_revoked
+        self._clock = clock
+        self._cache: OrderedDict[str, _Remembered] = OrderedDict()
+        self._lock = threading.Lock()
+        self._hits = 0
+        self._misses = 0
+
+    @property
+    def issuers(self) -> tuple[IssuerConfig, ...]:
+        """The trusted issuers, in configuration order."""
+        return tuple(i.config for i in self._issuers.values())
+
+    # -- public API --------------------------------------------------------------------
+
+    def verify(self, token: str | bytes) -> VerifiedToken:
+        """Verify ``token`` and return its claims, or raise :class:`InvalidTokenError`."""
+        try:
+            step = self._begin(token)
+            if isinstance(step, VerifiedToken):
+                return step
+            keys = step.issuer.config.keys
+            key = keys.get(step.kid)
+            if key is None or keys.stale:
+                keys.refresh(force_unknown_kid=key is None)
+                key = keys.get(step.kid)
+            return self._finish(step, key)
+        except InvalidTokenError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the contract: only InvalidTokenError escapes
+            raise self._unexpected(exc) from exc
+
+    async def averify(self, token: str | bytes) -> VerifiedToken:
+        """Async :meth:`verify`: key fetches are async and shared between concurrent calls."""
+        try:
+            step = self._begin(token)
+            if isinstance(step, VerifiedToken):
+                return step
+            keys = step.issuer.config.keys
+            key = keys.get(step.kid)
+            if key is None:
+                await keys.arefresh(force_unknown_kid=True)
+                key = keys.get(step.kid)
+            elif keys.stale:
+                # Known key, stale set: refresh in the background; this request need not wait.
+                await keys.arefresh(wait=False)
+            return self._finish(step, key)
+        except InvalidTokenError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the contract: only InvalidTokenError escapes
+            raise self._unexpected(exc) from exc
+
+    def verify_cached(self, token: str | bytes) -> VerifiedToken | None:
+        """Return the remembered result for ``token``, or None if it was not verified before.
+
+        Expiry and revocation are still checked (and raise); nothing is parsed.
+        """
+        try:
+            text = self._as_text(token)
+            return self._recall(text)
+        except InvalidTokenError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise self._unexpected(exc) from exc
+
+    def forget(self, token: str | bytes) -> None:
+        """Drop one remembered token (e.g. right after revoking it)."""
+        text = token.decode("ascii", "replace") if isinstance(token, bytes) else token
+        with self._lock:
+            self._cache.pop(text, None)
+
+    def clear(self) -> None:
+        """Drop every remembered token."""
+        with self._lock:
+            self._cache.clear()
+
+    def cache_info(self) -> CacheInfo:
+        """Hits, misses and size of the remembered-token cache."""
+        with self._lock:
+            return CacheInfo(self._hits, self._misses, len(self._cache), self._cache_size)
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _unexpected(self, exc: Exception) -> InvalidTokenError:
+        logger.debug("token rejected after unexpected %s", type(exc).__name__, exc_info=True)
+        return InvalidTokenError("malformed", "token could not be processed")
+
+    def _as_text(self, token: object) -> str:
+        if isinstance(token, bytes | bytearray):
+            if len(token) > self._max_bytes:
+                _fail("too_large")
+            try:
+                return bytes(token).decode("ascii")
+            except UnicodeDecodeError:
+                _fail("malformed", "token is not ASCII")
+        if not isinstance(token, str):
+            _fail("malformed", "token must be a string")
+        if len(token) > self._max_bytes:
+            _fail("too_large")
+        if not token.isascii():
+            _fail("malformed", "token is not ASCII")
+        return token
+
+    def _recall(self, token: str) -> VerifiedToken | None:
+        if not self._cache_size:
+            return None
+        with self._lock:
+            entry = self._cache.get(token)
+            if entry is None:
+                return None
+            self._cache.move_to_end(token)
+        if entry.keys.get(entry.key.kid) is not entry.key:
+            # The signing key was removed or replaced: verify from scratch.
+            self.forget(token)
+            return None
+        verified = entry.verified
+        if verified.expires_at <= self._clock() - self._leeway:
+            self.forget(token)
+            _fail("expired")
+        self._check_revoked(verified)
+        with self._lock:
+            self._hits += 1
+        return verified
+
+    def _begin(self, token: str | bytes) -> VerifiedToken | _Pending:
+        """Everything up to the key lookup: size, cache, structure, JSON, header, issuer."""
+        text = self._as_text(token)
+        remembered = self._recall(text)
+        if remembered is not None:
+            return remembered
+        with self._lock:
+            self._misses += 1
+
+        match = _TOKEN_RE.fullmatch(text)
+        if match is None:
+            _fail("malformed", "token is not three base64url segments")
+        h64, p64, s64 = match.groups()
+        if not h64 or not p64:
+            _fail("malformed", "token has an empty segment")
+        header = _json_object(_b64decode(h64), "header")
+        payload = _json_object(_b64decode(p64), "payload")
+        signature = _b64decode(s64)
+
+        if not _REJECTED_HEADERS.isdisjoint(header):
+            name = sorted(_REJECTED_HEADERS.intersection(header))[0]
+            _fail("unsupported_header", f"header parameter '{name}' is not supported")
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in ALGORITHMS:
+            _fail("bad_algorithm", "token algorithm is not accepted")
+
+        if "iss" not in payload:
+            _fail("missing_claim", "missing 'iss' claim")
+        iss = payload["iss"]
+        if not isinstance(iss, str):
+            _fail("bad_claim", "'iss' must be a string")
+        issuer = self._issuers.get(iss)
+        if issuer is None:
+            _fail("bad_issuer")
+        if alg not in issuer.algorithms:
+            _fail("bad_algorithm", "token algorithm is not accepted for this issuer")
+
+        typ = header.get("typ", "")
+        if not isinstance(typ, str) or _normalize_typ(typ) not in issuer.typs:
+            _fail("bad_type", "token 'typ' is not accepted for this issuer")
+
+        if "kid" not in header:
+            _fail("unknown_key", "token has no 'kid'")
+        kid = header["kid"]
+        if not isinstance(kid, str) or not kid or len(kid) > MAX_CLAIM_LENGTH:
+            _fail("malformed", "'kid' must be a non-empty string of at most 256 characters")
+
+        signing_input = text[: len(h64) + 1 + len(p64)].encode("ascii")
+        return _Pending(text, issuer, header, payload, alg, kid, signing_input, signature)
+
+    def _finish(self, step: _Pending, key: PublicKey | None) -> VerifiedToken:
+        """Signature, claims, revocation, then remember."""
+        keys = step.issuer.config.keys
+        if key is None:
+            if keys.remote and keys.last_success is None:
+                _fail("keys_unavailable")
+            _fail("unknown_key")
+        if key.alg != step.alg:
+            _fail("bad_algorithm", "token algorithm does not match its key")
+        if not key.verify(step.signature, step.signing_input):
+            _fail("bad_signature")
+        verified = self._claims(step)
+        self._check_revoked(verified)
+        if self._cache_size:
+            with self._lock:
+                self._cache[step.token] = _Remembered(verified, keys, key)
+                if len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return verified
+
+    def _claims(self, step: _Pending) -> VerifiedToken:
+        payload, config = step.payload, step.issuer.config
+
+        if "aud" not in payload:
+            _fail("missing_claim", "missing 'aud' claim")
+        aud = payload["aud"]
+        if isinstance(aud, str):
+            audience: tuple[str, ...] = (aud,)
+        elif isinstance(aud, list) and aud and all(isinstance(a, str) for a in aud):
+            audience = tuple(aud)
+        else:
+            _fail("bad_claim", "'aud' must be a string or a non-empty list of strings")
+        if config.audience not in audience:
+            _fail("bad_audience")
+
+        subject = _required_string(payload, "sub")
+        exp = _numeric_date(payload, "exp", required=True)
+        iat = _numeric_date(payload, "iat", required=True)
+        jti = _required_string(payload, "jti")
+        nbf = _numeric_date(payload, "nbf", required=False)
+        assert exp is not None and iat is not None
+
+        if exp <= iat:
+            _fail("bad_claim", "'exp' must be after 'iat'")
+        if exp - iat > config.max_lifetime:
+            _fail("lifetime_exceeded")
+        now = self._clock()
+        if exp <= now - self._leeway:
+            _fail("expired")
+        if iat > now + self._leeway:
+            _fail("not_yet_valid", "token was issued in the future")
+        if nbf is not None and nbf > now + self._leeway:
+            _fail("not_yet_valid")
+
+        scope = payload.get("scope")
+        if scope is None:
+            scopes: frozenset[str] = frozenset()
+        elif isinstance(scope, str):
+            scopes = frozenset(s for s in scope.split(" ") if s)
+        else:
+            _fail("bad_claim", "'scope' must be a space-delimited string")
+
+        tenant = payload.get("tid")
+        if tenant is not None and not isinstance(tenant, str):
+            _fail("bad_claim", "'tid' must be a string")
+        act = payload.get("act")
+        if act is not None and not isinstance(act, dict):
+            _fail("bad_claim", "'act' must be an object")
+
+        claims = _freeze(payload)
+        return VerifiedToken(
+            issuer=config.issuer,
+            subject=subject,
+            audience=audience,
+            expires_at=exp,
+            issued_at=iat,
+            jti=jti,
+            scopes=scopes,
+            roles=self._roles(payload, step.issuer.roles_path),
+            tenant=tenant,
+            typ=step.header.get("typ", ""),
+            actor=claims.get("act"),
+            claims=claims,
+        )
+
+    @staticmethod
+    def _roles(payload: Mapping[str, Any], path: tuple[str, ...]) -> tuple[str, ...]:
+        node: Any = payload
+        for part in path:
+            if not isinstance(node, dict):
+                _fail("bad_claim", "roles claim path does not lead through objects")
+            if part not in node:
+                return ()
+            node = node[part]
+        if not isinstance(node, list) or not all(isinstance(r, str) for r in node):
+            _fail("bad_claim", "roles claim must be a list of strings")
+        return tuple(node)
+
+    def _check_revoked(self, verified: VerifiedToken) -> None:
+        if self._is_revoked is None:
+            return
+        try:
+            revoked = self._is_revoked(verified)
+        except Exception as exc:  # noqa: BLE001 - fail closed
+            raise InvalidTokenError("revocation_check_failed") from exc
+        if revoked:
+            _fail("revoked")

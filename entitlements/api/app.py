@@ -1,0 +1,159 @@
+"""The ASGI application: ``create_app(settings)`` wires stores, verifiers and routes.
+
+Everything a request needs is opened in the lifespan and handed to routes as
+typed lifespan state (``request.state.ent``); there are no module globals.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import orjson
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+
+from entitlements.api import problems, routes_admin, routes_checks, routes_tokens
+from entitlements.api.auth import EXCHANGE_TYP, Authenticator
+from entitlements.errors import StoreUnavailableError
+from entitlements.keys.signing import SigningKeyStore
+from entitlements.service.checks import CheckService, StoreGrantSource
+from entitlements.service.tokens import TokenService
+from entitlements.settings import Settings
+from entitlements.store.follower import ChangeFollower
+from entitlements.store.postgres import Change, PostgresStore
+from entitlements_client import IssuerConfig, KeySet, TokenVerifier
+
+log = logging.getLogger("entitlements")
+
+
+@dataclass(frozen=True, slots=True)
+class AppState:
+    """What routes reach through ``request.state.ent``."""
+
+    settings: Settings
+    store: PostgresStore
+    catalog: PostgresStore
+    checks: CheckService
+    tokens: TokenService
+    auth: Authenticator
+    follower: ChangeFollower
+
+
+def build_verifiers(settings: Settings, own_keys: KeySet, tokens: TokenService) -> Authenticator:
+    """One verifier for access tokens (ours and trusted IdPs'), one for exchanged tokens."""
+    own = IssuerConfig(
+        issuer=settings.issuer,
+        audience=settings.audience,
+        keys=own_keys,
+        algorithms=("EdDSA", "ES256"),
+        typ=("at+jwt",),
+        max_lifetime=settings.token_max_lifetime,
+    )
+    external = [
+        IssuerConfig.from_mapping(t.model_dump(exclude_none=True)) for t in settings.trusted_issuers
+    ]
+    exchanged = IssuerConfig(
+        issuer=settings.issuer,
+        audience=settings.audience,
+        keys=own_keys,
+        algorithms=("EdDSA", "ES256"),
+        typ=(EXCHANGE_TYP,),
+        max_lifetime=settings.exchange_max_lifetime,
+    )
+    return Authenticator(
+        access=TokenVerifier([own, *external], is_revoked=tokens.revoked.is_revoked),
+        exchanged=TokenVerifier([exchanged], is_revoked=tokens.revoked.is_revoked),
+        on_unknown_key=tokens.reload_keys_if_stale,
+    )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The service as an ASGI app. ``settings.database_url`` must be set (the CLI starts
+    an embedded Postgres and sets it when the user did not)."""
+    if settings.database_url is None:
+        raise ValueError(
+            "create_app needs settings.database_url; `entitlements serve` starts an embedded"
+            " Postgres when ENTITLEMENTS_DATABASE_URL is unset"
+        )
+    dsn = settings.database_url
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
+        store = await PostgresStore.open(
+            dsn,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            timeout=settings.db_timeout,
+        )
+        keyset = KeySet(jwks={"keys": []})
+        tokens = TokenService(
+            store.pool,
+            SigningKeyStore(store.pool, settings.signing_alg),
+            keyset,
+            issuer=settings.issuer,
+            audience=settings.audience,
+            max_lifetime=settings.token_max_lifetime,
+            exchange_max_lifetime=settings.exchange_max_lifetime,
+        )
+        await tokens.start()
+        follower = ChangeFollower(
+            store, dsn, poll_interval=min(1.0, settings.staleness / 2), on_keys=tokens.reload_keys
+        )
+
+        async def on_changes(changes: Sequence[Change], revision: int) -> None:
+            for change in changes:
+                if change.kind == "token":
+                    tokens.revoked.add(change.key)
+
+        follower.add_listener(on_changes)
+        await follower.start(await store.revision())
+        state = AppState(
+            settings=settings,
+            store=store,
+            catalog=store,
+            checks=CheckService(StoreGrantSource(store), store),
+            tokens=tokens,
+            auth=build_verifiers(settings, keyset, tokens),
+            follower=follower,
+        )
+        try:
+            yield {"ent": state}
+        finally:
+            await follower.stop()
+            await store.close()
+
+    app = FastAPI(
+        title="entitlements",
+        version="0.1.0",
+        summary="Fine-grained rights checks behind small tokens",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    app.include_router(routes_checks.router)
+    app.include_router(routes_admin.router)
+    app.include_router(routes_tokens.router)
+
+    @app.get("/healthz", tags=["health"], summary="The process is up (public)")
+    async def healthz() -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    @app.get("/readyz", tags=["health"], summary="Postgres answers (public)")
+    async def readyz(request: Request) -> Response:
+        try:
+            revision = await request.state.ent.store.ping()
+        except StoreUnavailableError:
+            return problems.problem(
+                503,
+                "unavailable",
+                "Not ready",
+                "Postgres is not answering",
+                headers={"Retry-After": "2"},
+            )
+        return Response(
+            orjson.dumps({"status": "ready", "revision": revision}), media_type="application/json"
+        )
+
+    return app

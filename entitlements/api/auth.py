@@ -1,0 +1,100 @@
+"""Who is calling: bearer tokens verified by the SDK's one verifier, and scope rules.
+
+Every route states who may call it by the dependency it takes:
+``caller`` (any valid access token), ``checker`` (an access token or an
+exchanged token limited to some resources), ``require_scope(...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from entitlements.errors import PermissionDeniedError, UnauthenticatedError
+from entitlements_client import InvalidTokenError, TokenVerifier, VerifiedToken
+
+SCOPE_CHECK_ANY = "entitlements:check:any"
+SCOPE_ADMIN = "entitlements:admin"
+SCOPE_IMPORT = "entitlements:import"
+SCOPE_EXCHANGE = "entitlements:exchange"
+EXCHANGE_TYP = "exchange+jwt"
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticator:
+    """Verifies bearer tokens: ordinary access tokens, and exchanged ones where a route accepts them."""
+
+    access: TokenVerifier
+    exchanged: TokenVerifier
+    on_unknown_key: Callable[[], Awaitable[bool]]
+
+    async def verify(self, request: Request, *, allow_exchanged: bool) -> VerifiedToken:
+        token = bearer_token(request)
+        try:
+            return await self._verify(self.access, token)
+        except InvalidTokenError as exc:
+            if not (allow_exchanged and exc.code == "bad_type"):
+                raise UnauthenticatedError(f"token rejected: {exc.code}") from exc
+        try:
+            return await self._verify(self.exchanged, token)
+        except InvalidTokenError as exc:
+            raise UnauthenticatedError(f"token rejected: {exc.code}") from exc
+
+    async def _verify(self, verifier: TokenVerifier, token: str) -> VerifiedToken:
+        try:
+            return await verifier.averify(token)
+        except InvalidTokenError as exc:
+            # Our own keys live in Postgres: a kid we do not know may be a key
+            # another process just rotated in. Re-read (rate-limited) and retry once.
+            if exc.code == "unknown_key" and await self.on_unknown_key():
+                return await verifier.averify(token)
+            raise
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization")
+    if header is None:
+        raise UnauthenticatedError("an Authorization: Bearer token is required")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise UnauthenticatedError("the Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+def _authenticator(request: Request) -> Authenticator:
+    auth: Authenticator = request.state.ent.auth
+    return auth
+
+
+async def caller(request: Request) -> VerifiedToken:
+    """Any valid access token (not an exchanged one)."""
+    return await _authenticator(request).verify(request, allow_exchanged=False)
+
+
+async def checker(request: Request) -> VerifiedToken:
+    """A valid access token, or an exchanged token (limited to its ``resources``)."""
+    return await _authenticator(request).verify(request, allow_exchanged=True)
+
+
+def require_scope(scope: str) -> Callable[[Request], Awaitable[VerifiedToken]]:
+    """A dependency admitting only access tokens that carry ``scope``."""
+
+    async def dependency(request: Request) -> VerifiedToken:
+        token = await caller(request)
+        if not token.has_scope(scope):
+            raise PermissionDeniedError(f"this call needs the scope {scope!r}")
+        return token
+
+    dependency.__name__ = f"require_{scope.replace(':', '_')}"
+    return dependency
+
+
+def resource_allowed(token: VerifiedToken, resource: str) -> None:
+    """An exchanged token may only ask about the resources it lists."""
+    if token.typ.lower() != EXCHANGE_TYP:
+        return
+    listed = token.claims.get("resources")
+    if isinstance(listed, list) and resource not in listed:
+        raise PermissionDeniedError("this token is limited to other resources")

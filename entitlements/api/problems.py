@@ -1,0 +1,123 @@
+"""Errors → HTTP, in exactly one place: RFC 9457 problem+json with stable ``type`` codes.
+
+Nothing else in the package knows about status codes. An unexpected exception
+becomes a bare 500 problem that names no internals; the details go to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from entitlements.errors import (
+    AccessError,
+    EntitlementsError,
+    InvalidInputError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    StoreUnavailableError,
+    UnauthenticatedError,
+)
+
+log = logging.getLogger("entitlements.api")
+
+PROBLEM_BASE = "urn:entitlements:problem:"
+
+
+def problem(
+    status: int,
+    code: str,
+    title: str,
+    detail: str | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    body: dict[str, Any] = {"type": PROBLEM_BASE + code, "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    body.update(extra)
+    return Response(
+        orjson.dumps(body),
+        status_code=status,
+        media_type="application/problem+json",
+        headers=headers,
+    )
+
+
+def unauthenticated(detail: str) -> Response:
+    return problem(
+        401,
+        "invalid-token",
+        "Invalid or missing access token",
+        detail,
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
+
+
+def error_response(exc: Exception) -> Response:
+    """The one mapping from an exception to the response a client sees."""
+    if isinstance(exc, InvalidInputError):
+        return problem(
+            422,
+            "invalid-request",
+            "The request is not valid",
+            str(exc),
+            errors=[e.as_dict() for e in exc.errors],
+        )
+    if isinstance(exc, NotFoundError):
+        return problem(404, "not-found", "Not found", str(exc))
+    if isinstance(exc, PayloadTooLargeError):
+        return problem(413, "payload-too-large", "Request body too large", str(exc))
+    if isinstance(exc, UnauthenticatedError):
+        return unauthenticated(str(exc))
+    if isinstance(exc, PermissionDeniedError):
+        return problem(403, "forbidden", "Forbidden", str(exc))
+    if isinstance(exc, StoreUnavailableError):
+        return problem(
+            503,
+            "unavailable",
+            "The rights store is unavailable",
+            "try again shortly",
+            headers={"Retry-After": str(exc.retry_after)},
+        )
+    if isinstance(exc, AccessError | EntitlementsError):
+        return problem(400, "bad-request", "Bad request", str(exc))
+    log.exception("unhandled error", exc_info=exc)
+    return problem(500, "internal", "Internal error")
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on an app (ours, and FastAPI's own validation/HTTP errors)."""
+
+    async def on_error(request: Request, exc: Exception) -> Response:
+        return error_response(exc)
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        return problem(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+    async def on_validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {
+                "field": ".".join(str(p) for p in e.get("loc", ())[1:])
+                or str(e.get("loc", ("",))[0]),
+                "message": str(e.get("msg", "invalid")),
+            }
+            for e in exc.errors()
+        ]
+        return problem(422, "invalid-request", "The request is not valid", errors=errors)
+
+    app.add_exception_handler(EntitlementsError, on_error)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(Exception, on_error)

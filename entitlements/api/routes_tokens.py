@@ -1,0 +1,146 @@
+"""Token routes: our JWKS, token exchange (RFC 8693) and revocation."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import parse_qs
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from entitlements.api.auth import SCOPE_ADMIN, SCOPE_EXCHANGE, caller, require_scope
+from entitlements.api.body import json_object, read_body, read_json
+from entitlements.errors import FieldError, InvalidInputError, UnauthenticatedError
+from entitlements.settings import parse_duration
+from entitlements_client import InvalidTokenError, VerifiedToken
+
+router = APIRouter(tags=["tokens"])
+
+GRANT_TYPE_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 (a URN, not a secret)
+JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105
+
+
+@router.get("/.well-known/jwks.json", summary="The public keys our tokens are signed with (public)")
+async def jwks(request: Request) -> Response:
+    body = orjson.dumps(request.state.ent.tokens.jwks())
+    # Short enough that a rotation reaches verifiers quickly; old keys stay
+    # published long after, so a cached copy never misses a key in use.
+    return Response(
+        body,
+        media_type="application/json",
+        headers={"Cache-Control": "public, max-age=300"},
+    )
+
+
+@router.post(
+    "/v1/token/exchange",
+    summary="RFC 8693 token exchange: a user token for a narrow, long-lived one",
+    description=(
+        "Caller: a service token with scope entitlements:exchange. Form or JSON body:"
+        " grant_type, subject_token, subject_token_type, audience, scope, resource (repeatable),"
+        " expires_in (seconds or '3d')."
+    ),
+)
+async def exchange(
+    request: Request,
+    actor: Annotated[VerifiedToken, Depends(require_scope(SCOPE_EXCHANGE))],
+) -> Response:
+    ent = request.state.ent
+    params = await _exchange_params(request, ent.settings.max_body_bytes)
+    if params.get("grant_type") != [GRANT_TYPE_EXCHANGE]:
+        raise InvalidInputError(FieldError("grant_type", f"must be {GRANT_TYPE_EXCHANGE}"))
+    if params.get("subject_token_type", [ACCESS_TOKEN_TYPE]) != [ACCESS_TOKEN_TYPE]:
+        raise InvalidInputError(FieldError("subject_token_type", f"must be {ACCESS_TOKEN_TYPE}"))
+    subject_tokens = params.get("subject_token", [])
+    audiences = params.get("audience", [])
+    if len(subject_tokens) != 1:
+        raise InvalidInputError(FieldError("subject_token", "exactly one is required"))
+    if len(audiences) != 1:
+        raise InvalidInputError(FieldError("audience", "exactly one audience is required"))
+    try:
+        user = await ent.auth.access.averify(subject_tokens[0])
+    except InvalidTokenError as exc:
+        raise UnauthenticatedError(f"subject_token rejected: {exc.code}") from exc
+    try:
+        lifetime = parse_duration(params.get("expires_in", ["1h"])[0])
+    except ValueError as exc:
+        raise InvalidInputError(FieldError("expires_in", str(exc))) from None
+    issued = await ent.tokens.exchange(
+        user,
+        actor,
+        audience=audiences[0],
+        scopes=" ".join(params.get("scope", [])).split(),
+        resources=params.get("resource", []),
+        lifetime=lifetime,
+    )
+    return Response(
+        orjson.dumps(
+            {
+                "access_token": issued.token,
+                "issued_token_type": JWT_TOKEN_TYPE,
+                "token_type": "Bearer",
+                "expires_in": issued.expires_in,
+                "scope": issued.scope,
+                "jti": issued.jti,
+            }
+        ),
+        media_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def _exchange_params(request: Request, limit: int) -> dict[str, list[str]]:
+    """RFC 8693 uses a form body; a JSON object with the same names is accepted too."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        body = json_object(
+            await read_json(request, limit),
+            frozenset(
+                {
+                    "grant_type",
+                    "subject_token",
+                    "subject_token_type",
+                    "audience",
+                    "scope",
+                    "resource",
+                    "expires_in",
+                }
+            ),
+        )
+        out: dict[str, list[str]] = {}
+        for key, value in body.items():
+            values = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, str | int) and not isinstance(v, bool) for v in values):
+                raise InvalidInputError(FieldError(key, "must be a string or a list of strings"))
+            out[key] = [str(v) for v in values]
+        return out
+    raw = await read_body(request, limit)
+    try:
+        return parse_qs(
+            raw.decode("utf-8"),
+            keep_blank_values=True,
+            strict_parsing=bool(raw),
+            max_num_fields=200,
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidInputError(
+            FieldError("", "the body must be a URL-encoded form or JSON")
+        ) from None
+
+
+@router.post(
+    "/v1/token/revoke",
+    summary="Revoke an exchanged token by jti (its user, the service holding it, or an admin)",
+)
+async def revoke(request: Request, token: Annotated[VerifiedToken, Depends(caller)]) -> Response:
+    ent = request.state.ent
+    body = json_object(await read_json(request, ent.settings.max_body_bytes), frozenset({"jti"}))
+    jti = body.get("jti")
+    if not isinstance(jti, str) or not 0 < len(jti) <= 256:
+        raise InvalidInputError(FieldError("jti", "is required: the token's jti"))
+    revision = await ent.tokens.revoke(jti, token, admin=token.has_scope(SCOPE_ADMIN))
+    return Response(
+        orjson.dumps({"revoked": jti, "revision": revision}), media_type="application/json"
+    )

@@ -1,0 +1,1 @@
+"""The ``entitlements`` command line."""

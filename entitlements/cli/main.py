@@ -1,0 +1,180 @@
+"""The ``entitlements`` command: serve, demo, token, keys (and import).
+
+Another adapter over the service. Exit codes: 0 success, 1 runtime failure,
+2 bad usage or bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, TypeVar
+
+import typer
+
+from entitlements.errors import EntitlementsError, InputError
+from entitlements.settings import Settings, parse_duration
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="entitlements",
+    help="Fine-grained rights checks behind small tokens.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+token_app = typer.Typer(help="Development tokens.", no_args_is_help=True)
+keys_app = typer.Typer(help="The service's signing keys.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+app.add_typer(keys_app, name="keys")
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        base = Settings()
+        values = {k: v for k, v in overrides.items() if v is not None}
+        return base.model_copy(update=values) if values else base
+    except ValueError as exc:
+        raise fail(f"bad configuration: {exc}", 2) from None
+
+
+@contextmanager
+def database(settings: Settings) -> Iterator[Settings]:
+    """Settings with a database: the configured one, or an embedded Postgres started here.
+
+    The embedded server runs in this (parent) process for as long as the
+    command runs; uvicorn workers get its URL through the environment.
+    """
+    if settings.database_url is not None:
+        yield settings
+        return
+    from entitlements.store.embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres(settings.data_dir)
+    try:
+        typer.echo(f"starting embedded Postgres in {settings.data_dir} ...", err=True)
+        dsn = server.start()
+    except EntitlementsError as exc:
+        raise fail(str(exc)) from None
+    os.environ["ENTITLEMENTS_DATABASE_URL"] = dsn
+    try:
+        yield settings.model_copy(update={"database_url": dsn})
+    finally:
+        server.stop()
+
+
+def run(coro_factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine, turning our errors into a message and the right exit code."""
+
+    async def main() -> T:
+        return await coro_factory()
+
+    try:
+        return asyncio.run(main())
+    except InputError as exc:
+        raise fail(str(exc), 2) from None
+    except EntitlementsError as exc:
+        raise fail(str(exc), 1) from None
+
+
+def serve_app(settings: Settings, *, host: str, port: int, workers: int) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        "entitlements.api.asgi:app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level,
+        access_log=False,
+        proxy_headers=False,
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="interface to bind")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port")] = None,
+    workers: Annotated[int | None, typer.Option(help="uvicorn worker processes")] = None,
+) -> None:
+    """Serve the REST API (embedded Postgres when ENTITLEMENTS_DATABASE_URL is unset)."""
+    settings = load_settings(host=host, port=port, workers=workers)
+    with database(settings) as s:
+        serve_app(s, host=s.host, port=s.port, workers=s.workers)
+
+
+@app.command()
+def demo(
+    host: Annotated[str | None, typer.Option(help="interface to bind")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port")] = None,
+) -> None:
+    """Load a sample music catalogue, print demo tokens and curl lines, and serve."""
+    from entitlements.cli.demo import load_demo
+
+    settings = load_settings(host=host, port=port)
+    with database(settings) as s:
+        assert s.database_url is not None
+        lines = run(lambda: load_demo(s))
+        typer.echo(lines)
+        serve_app(s, host=s.host, port=s.port, workers=1)
+
+
+@token_app.command("mint")
+def token_mint(
+    sub: Annotated[str, typer.Option("--sub", help="the subject (user or service id)")],
+    role: Annotated[
+        list[str] | None, typer.Option("--role", help="a coarse role, repeatable")
+    ] = None,
+    scope: Annotated[list[str] | None, typer.Option("--scope", help="a scope, repeatable")] = None,
+    ttl: Annotated[str, typer.Option(help="lifetime, e.g. 15m, 1h")] = "15m",
+    tenant: Annotated[str | None, typer.Option(help="tenant id (tid claim)")] = None,
+) -> None:
+    """Print a signed access token of this service (for development and demos)."""
+    from entitlements.cli.admin import mint_token
+
+    try:
+        seconds = parse_duration(ttl)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+    settings = load_settings()
+    with database(settings) as s:
+        token = run(lambda: mint_token(s, sub, role or [], scope or [], seconds, tenant))
+    typer.echo(token)
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Make a new signing key active; the old one stays published until its tokens expire."""
+    from entitlements.cli.admin import rotate_keys
+
+    settings = load_settings()
+    with database(settings) as s:
+        typer.echo(run(lambda: rotate_keys(s)))
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """The signing keys: kid, algorithm, state, published until."""
+    from entitlements.cli.admin import list_keys
+
+    settings = load_settings()
+    with database(settings) as s:
+        typer.echo(run(lambda: list_keys(s)))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,9 @@
+"""The pure core: grants, resources, territories, windows and check evaluation.
+
+Nothing here does I/O or imports a framework; it is tested without any server.
+"""
+
+from entitlements.domain.model import Decision, Grant, Resource
+from entitlements.domain.policy import Query, decide, subjects_for
+
+__all__ = ["Decision", "Grant", "Query", "Resource", "decide", "subjects_for"]

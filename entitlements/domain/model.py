@@ -1,0 +1,434 @@
+"""Grants, resources and decisions: frozen values and the one validator.
+
+Every way data enters the service (the REST API, bulk import, the CLI) goes
+through the functions here, so the rules are written once. They are plain
+Python on purpose: the import path validates millions of rows and cannot
+afford a framework per row.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+import orjson
+
+from entitlements.domain.territories import ISO_3166_ALPHA2, WORLDWIDE
+from entitlements.errors import FieldError, InvalidInputError
+
+Effect = Literal["allow", "deny"]
+Reason = Literal["granted", "denied", "territory", "not_yet_valid", "expired", "not_licensed"]
+
+MAX_ID_LENGTH: Final = 200
+MAX_RESOURCE_LENGTH: Final = 240
+MAX_SUBJECT_LENGTH: Final = 260
+MAX_ACTIONS: Final = 32
+MAX_PARENTS: Final = 64
+MAX_ATTRIBUTES_BYTES: Final = 4096
+MAX_SOURCE_LENGTH: Final = 100
+
+_RESOURCE_RE: Final = re.compile(r"[a-z][a-z0-9_-]{0,31}:[A-Za-z0-9][A-Za-z0-9._~@+/:=-]{0,199}")
+_GRANT_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~@+/:=-]{0,199}")
+_ACTION_RE: Final = re.compile(r"[a-z][a-z0-9_.-]{0,62}")
+_USER_RE: Final = re.compile(r"[A-Za-z0-9._~@+/:=|-]{1,255}")
+_ROLE_RE: Final = re.compile(r"[A-Za-z0-9._~@+/:=|-]{1,128}")
+_SOURCE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~@+/:=-]{0,99}")
+# RFC 3339 date-time: a full date, a time, and an explicit offset.
+_RFC3339_RE: Final = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})"
+)
+
+GRANT_FIELDS: Final = frozenset(
+    {
+        "id",
+        "subject",
+        "resource",
+        "actions",
+        "territories",
+        "exclude_territories",
+        "valid_from",
+        "valid_until",
+        "effect",
+        "attributes",
+        "source",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One right: who may do which actions to what, where and when.
+
+    ``territories`` holds ISO codes or just ``"*"`` (worldwide); the window is
+    half-open, ``[valid_from, valid_until)``; ``None`` means unbounded.
+    """
+
+    id: str
+    subject: str
+    resource: str
+    actions: frozenset[str]
+    territories: frozenset[str]
+    exclude_territories: frozenset[str] = frozenset()
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    effect: Effect = "allow"
+    attributes: Mapping[str, Any] | None = field(default=None, compare=True, hash=False)
+    source: str | None = None
+
+    def covers(self, territory: str) -> bool:
+        """Whether the grant's territory set contains ``territory``."""
+        if territory in self.exclude_territories:
+            return False
+        return WORLDWIDE in self.territories or territory in self.territories
+
+    def active_at(self, at: datetime) -> bool:
+        """Whether ``at`` lies inside the half-open window."""
+        if self.valid_from is not None and at < self.valid_from:
+            return False
+        return self.valid_until is None or at < self.valid_until
+
+    def to_json(self) -> dict[str, Any]:
+        """The grant as the API shows it (lists sorted, RFC 3339 times)."""
+        return {
+            "id": self.id,
+            "subject": self.subject,
+            "resource": self.resource,
+            "actions": sorted(self.actions),
+            "territories": sorted(self.territories),
+            "exclude_territories": sorted(self.exclude_territories),
+            "valid_from": format_time(self.valid_from),
+            "valid_until": format_time(self.valid_until),
+            "effect": self.effect,
+            "attributes": dict(self.attributes) if self.attributes is not None else None,
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """A resource and its direct parents (a track on releases, a release under a label)."""
+
+    id: str
+    parents: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "type": resource_type(self.id), "parents": list(self.parents)}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer to a check.
+
+    ``valid_until`` is an instant no later than the first one at which
+    ``allowed`` or ``reason`` would change by time alone; callers may cache the
+    decision until then. ``revision`` is the data revision it was computed at.
+    """
+
+    allowed: bool
+    reason: Reason
+    grant: str | None
+    valid_until: datetime | None
+    revision: int
+    attributes: Mapping[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "allowed": self.allowed,
+            "reason": self.reason,
+            "grant": self.grant,
+            "valid_until": format_time(self.valid_until),
+            "revision": self.revision,
+            "attributes": dict(self.attributes) if self.attributes is not None else None,
+        }
+
+
+# --- small parsers, each raising InvalidInputError naming the field ---------
+
+
+def format_time(value: datetime | None) -> str | None:
+    """RFC 3339 in UTC with a ``Z`` suffix, or ``None``."""
+    if value is None:
+        return None
+    text = value.astimezone(UTC).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def resource_type(resource: str) -> str:
+    return resource.split(":", 1)[0]
+
+
+def parse_resource(value: object, field_name: str = "resource") -> str:
+    if not isinstance(value, str):
+        raise InvalidInputError(FieldError(field_name, "must be a string 'type:id'"))
+    if len(value) > MAX_RESOURCE_LENGTH or not _RESOURCE_RE.fullmatch(value):
+        raise InvalidInputError(
+            FieldError(
+                field_name,
+                "must be 'type:id': a lowercase type, a colon, and an id of letters, digits"
+                " and ._~@+/:=- (at most 240 characters)",
+            )
+        )
+    return value
+
+
+def parse_grant_id(value: object, field_name: str = "id") -> str:
+    if not isinstance(value, str) or not _GRANT_ID_RE.fullmatch(value):
+        raise InvalidInputError(
+            FieldError(
+                field_name,
+                "must be 1-200 characters: letters, digits and ._~@+/:=-, starting with a"
+                " letter or digit",
+            )
+        )
+    return value
+
+
+def parse_action(value: object, field_name: str = "action") -> str:
+    if not isinstance(value, str) or not _ACTION_RE.fullmatch(value):
+        raise InvalidInputError(
+            FieldError(field_name, "must be a lowercase identifier such as 'stream'")
+        )
+    return value
+
+
+def parse_territory(value: object, field_name: str = "territory") -> str:
+    if not isinstance(value, str) or value not in ISO_3166_ALPHA2:
+        shown = repr(value)[:20]
+        raise InvalidInputError(
+            FieldError(field_name, f"{shown} is not an ISO 3166-1 alpha-2 code such as 'GB'")
+        )
+    return value
+
+
+def parse_user_id(value: object, field_name: str = "subject") -> str:
+    if not isinstance(value, str) or not _USER_RE.fullmatch(value):
+        raise InvalidInputError(
+            FieldError(field_name, "must be a user id of 1-255 characters without spaces")
+        )
+    return value
+
+
+def parse_role(value: object, field_name: str = "roles") -> str:
+    if not isinstance(value, str) or not _ROLE_RE.fullmatch(value):
+        raise InvalidInputError(
+            FieldError(field_name, "must be a role name of 1-128 characters without spaces")
+        )
+    return value
+
+
+def parse_subject(value: object, field_name: str = "subject") -> str:
+    """A grant subject: ``user:<id>``, ``role:<name>`` or ``*``."""
+    if value == "*":
+        return "*"
+    if isinstance(value, str):
+        kind, _, rest = value.partition(":")
+        if kind == "user" and _USER_RE.fullmatch(rest):
+            return value
+        if kind == "role" and _ROLE_RE.fullmatch(rest):
+            return value
+    raise InvalidInputError(FieldError(field_name, "must be 'user:<id>', 'role:<name>' or '*'"))
+
+
+def parse_time(value: object, field_name: str) -> datetime:
+    """An RFC 3339 date-time with an explicit offset, returned in UTC."""
+    if isinstance(value, str) and _RFC3339_RE.fullmatch(value):
+        text = value.replace("t", "T").replace(" ", "T").replace("z", "Z")
+        try:
+            return datetime.fromisoformat(text).astimezone(UTC)
+        except ValueError:
+            pass
+    raise InvalidInputError(
+        FieldError(
+            field_name, "must be an RFC 3339 date-time with an offset, e.g. 2026-01-31T00:00:00Z"
+        )
+    )
+
+
+def parse_revision(value: object, field_name: str = "min_revision") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise InvalidInputError(FieldError(field_name, "must be a non-negative integer"))
+    return value
+
+
+def _string_list(value: object, field_name: str, limit: int) -> list[object]:
+    if not isinstance(value, list | tuple):
+        raise InvalidInputError(FieldError(field_name, "must be a list"))
+    if len(value) > limit:
+        raise InvalidInputError(FieldError(field_name, f"must have at most {limit} entries"))
+    return list(value)
+
+
+def _territory_set(value: object, field_name: str, *, allow_worldwide: bool) -> frozenset[str]:
+    items = _string_list(value, field_name, len(ISO_3166_ALPHA2) + 1)
+    if allow_worldwide and items == [WORLDWIDE]:
+        return frozenset((WORLDWIDE,))
+    errors = []
+    codes = set()
+    for i, item in enumerate(items):
+        if item == WORLDWIDE:
+            errors.append(FieldError(f"{field_name}.{i}", "'*' (worldwide) must stand alone"))
+            continue
+        try:
+            codes.add(parse_territory(item, f"{field_name}.{i}"))
+        except InvalidInputError as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise InvalidInputError(errors)
+    return frozenset(codes)
+
+
+def grant_from_mapping(data: object, *, grant_id: str | None = None) -> Grant:
+    """Validate one grant from its JSON form; every problem is reported at once.
+
+    ``grant_id`` (the id from the URL) wins over, and must agree with, an ``id``
+    in the body.
+    """
+    if not isinstance(data, Mapping):
+        raise InvalidInputError(FieldError("", "a grant must be a JSON object"))
+    errors: list[FieldError] = []
+    unknown = sorted(str(k) for k in data if k not in GRANT_FIELDS)
+    errors.extend(FieldError(name[:64], "unknown field") for name in unknown)
+
+    def take(name: str, parse: Any, *args: Any, required: bool = True) -> Any:
+        if name not in data or (data[name] is None and not required):
+            if required:
+                errors.append(FieldError(name, "is required"))
+            return None
+        try:
+            return parse(data[name], *args)
+        except InvalidInputError as exc:
+            errors.extend(exc.errors)
+            return None
+
+    body_id = data.get("id")
+    if grant_id is not None and body_id is not None and body_id != grant_id:
+        errors.append(FieldError("id", "does not match the id in the URL"))
+    gid = take("id", parse_grant_id, "id") if grant_id is None else grant_id
+    subject = take("subject", parse_subject, "subject")
+    resource = take("resource", parse_resource, "resource")
+    actions = take("actions", _parse_actions)
+    territories = take("territories", _parse_territories)
+    excludes = take("exclude_territories", _parse_excludes, required=False) or frozenset()
+    valid_from = take("valid_from", parse_time, "valid_from", required=False)
+    valid_until = take("valid_until", parse_time, "valid_until", required=False)
+    effect = take("effect", _parse_effect, required=False) or "allow"
+    attributes = take("attributes", _parse_attributes, required=False)
+    source = take("source", _parse_source, required=False)
+    if valid_from is not None and valid_until is not None and valid_until <= valid_from:
+        errors.append(
+            FieldError("valid_until", "must be later than valid_from (the window is empty)")
+        )
+    if errors:
+        raise InvalidInputError(errors)
+    return Grant(
+        id=gid,
+        subject=subject,
+        resource=resource,
+        actions=actions,
+        territories=territories,
+        exclude_territories=excludes,
+        valid_from=valid_from,
+        valid_until=valid_until,
+        effect=effect,
+        attributes=attributes,
+        source=source,
+    )
+
+
+def _parse_actions(value: object) -> frozenset[str]:
+    items = _string_list(value, "actions", MAX_ACTIONS)
+    if not items:
+        raise InvalidInputError(FieldError("actions", "must list at least one action"))
+    errors: list[FieldError] = []
+    out = set()
+    for i, item in enumerate(items):
+        try:
+            out.add(parse_action(item, f"actions.{i}"))
+        except InvalidInputError as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise InvalidInputError(errors)
+    return frozenset(out)
+
+
+def _parse_territories(value: object) -> frozenset[str]:
+    codes = _territory_set(value, "territories", allow_worldwide=True)
+    if not codes:
+        raise InvalidInputError(FieldError("territories", "must list codes or be ['*']"))
+    return codes
+
+
+def _parse_excludes(value: object) -> frozenset[str]:
+    return _territory_set(value, "exclude_territories", allow_worldwide=False)
+
+
+def _parse_effect(value: object) -> Effect:
+    if value == "allow":
+        return "allow"
+    if value == "deny":
+        return "deny"
+    raise InvalidInputError(FieldError("effect", "must be 'allow' or 'deny'"))
+
+
+def _parse_attributes(value: object) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidInputError(FieldError("attributes", "must be a JSON object"))
+    try:
+        size = len(orjson.dumps(value))
+    except (TypeError, orjson.JSONEncodeError):
+        raise InvalidInputError(FieldError("attributes", "must be plain JSON")) from None
+    if size > MAX_ATTRIBUTES_BYTES:
+        raise InvalidInputError(
+            FieldError("attributes", f"must be at most {MAX_ATTRIBUTES_BYTES} bytes of JSON")
+        )
+    return value
+
+
+def _parse_source(value: object) -> str:
+    if not isinstance(value, str) or not _SOURCE_RE.fullmatch(value):
+        raise InvalidInputError(
+            FieldError("source", "must be a feed name of 1-100 letters, digits and ._~@+/:=-")
+        )
+    return value
+
+
+def resource_from_mapping(data: object, *, resource_id: str | None = None) -> Resource:
+    """Validate a resource and its parents (``{"id": ..., "parents": [...]}``)."""
+    if not isinstance(data, Mapping):
+        raise InvalidInputError(FieldError("", "a resource must be a JSON object"))
+    errors: list[FieldError] = []
+    for name in sorted(str(k) for k in data if k not in {"id", "parents", "kind"}):
+        errors.append(FieldError(name[:64], "unknown field"))
+    rid = resource_id
+    if "id" in data:
+        try:
+            body_id = parse_resource(data["id"], "id")
+            if rid is not None and body_id != rid:
+                errors.append(FieldError("id", "does not match the id in the URL"))
+            rid = body_id
+        except InvalidInputError as exc:
+            errors.extend(exc.errors)
+    elif rid is None:
+        errors.append(FieldError("id", "is required"))
+    parents: list[str] = []
+    raw = data.get("parents", [])
+    try:
+        items = _string_list(raw, "parents", MAX_PARENTS)
+        for i, item in enumerate(items):
+            try:
+                parent = parse_resource(item, f"parents.{i}")
+            except InvalidInputError as exc:
+                errors.extend(exc.errors)
+                continue
+            if parent == rid:
+                errors.append(FieldError(f"parents.{i}", "a resource cannot be its own parent"))
+            elif parent not in parents:
+                parents.append(parent)
+    except InvalidInputError as exc:
+        errors.extend(exc.errors)
+    if errors or rid is None:
+        raise InvalidInputError(errors)
+    return Resource(id=rid, parents=tuple(sorted(parents)))

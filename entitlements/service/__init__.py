@@ -1,0 +1,1 @@
+"""Use cases (checks, tokens, imports): async, no web framework."""

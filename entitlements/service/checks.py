@@ -1,0 +1,236 @@
+"""The check use cases: one check, a batch, and listing what a caller may use.
+
+The service reads candidate grants through a ``GrantSource`` (Postgres
+directly, or the cache in front of it) and evaluates them with the pure
+domain policy, so a cached and an uncached answer are computed the same way.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from entitlements.domain.model import Decision, Grant
+from entitlements.domain.policy import Query, decide, subjects_for
+from entitlements.errors import FieldError, InvalidInputError
+from entitlements.store.postgres import CheckData
+
+MAX_BATCH = 1000
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRequest:
+    """One question: may ``user`` (with ``roles``) do ``action`` on ``resource`` in ``territory`` at ``at``."""
+
+    user: str
+    roles: tuple[str, ...]
+    resource: str
+    action: str
+    territory: str
+    at: datetime | None = None
+    min_revision: int | None = None
+
+
+class GrantSource(Protocol):
+    """Where checks get their candidate grants: the store, or a cache in front of it."""
+
+    async def check_data(
+        self, resource: str, user: str, subjects: frozenset[str], min_revision: int | None
+    ) -> CheckData: ...
+
+    async def check_data_many(
+        self,
+        resources: Sequence[str],
+        user: str,
+        subjects: frozenset[str],
+        min_revision: int | None,
+    ) -> dict[str, CheckData]: ...
+
+
+class ListingStore(Protocol):
+    async def listing_candidates(
+        self,
+        subjects: Sequence[str],
+        action: str,
+        *,
+        type_: str | None,
+        after: str | None,
+        limit: int,
+    ) -> list[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[dict[str, object]]
+    next_cursor: str | None
+    revision: int
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _decide(req: CheckRequest, data: CheckData, subjects: frozenset[str], at: datetime) -> Decision:
+    query = Query(
+        subjects=subjects,
+        resources=data.ancestors | {req.resource},
+        action=req.action,
+        territory=req.territory,
+        at=at,
+    )
+    return decide(data.grants, query, data.revision)
+
+
+def encode_cursor(resource: str) -> str:
+    return base64.urlsafe_b64encode(resource.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        return raw.decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidInputError(
+            FieldError("cursor", "is not a cursor this service issued")
+        ) from None
+
+
+class CheckService:
+    """Answers checks from a ``GrantSource`` with the domain policy."""
+
+    def __init__(self, source: GrantSource, listing: ListingStore) -> None:
+        self.source = source
+        self.listing = listing
+
+    async def check(self, req: CheckRequest) -> Decision:
+        subjects = subjects_for(req.user, req.roles)
+        data = await self.source.check_data(req.resource, req.user, subjects, req.min_revision)
+        return _decide(req, data, subjects, req.at or _now())
+
+    async def check_many(self, reqs: Sequence[CheckRequest]) -> list[Decision]:
+        """Answer checks in order; one store round trip per distinct caller."""
+        if len(reqs) > MAX_BATCH:
+            raise InvalidInputError(FieldError("checks", f"at most {MAX_BATCH} checks per batch"))
+        now = _now()
+        groups: dict[tuple[str, tuple[str, ...], int | None], list[int]] = {}
+        for i, r in enumerate(reqs):
+            groups.setdefault((r.user, r.roles, r.min_revision), []).append(i)
+        out: list[Decision | None] = [None] * len(reqs)
+        for (user, roles, min_rev), idxs in groups.items():
+            subjects = subjects_for(user, roles)
+            data = await self.source.check_data_many(
+                [reqs[i].resource for i in idxs], user, subjects, min_rev
+            )
+            for i in idxs:
+                out[i] = _decide(reqs[i], data[reqs[i].resource], subjects, reqs[i].at or now)
+        return [d for d in out if d is not None]
+
+    async def list_entitlements(
+        self,
+        *,
+        user: str,
+        roles: tuple[str, ...],
+        action: str,
+        territory: str,
+        type_: str | None,
+        cursor: str | None,
+        limit: int,
+        at: datetime | None = None,
+    ) -> Page:
+        """The resources this caller may use now, by id, a keyset page at a time.
+
+        Candidates are the resources an allow grant reaches; each is then
+        checked exactly as ``check`` would, so a listed resource always checks
+        true and a denied or out-of-window one is never listed.
+        """
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInputError(FieldError("limit", f"must be between 1 and {MAX_PAGE}"))
+        after = decode_cursor(cursor) if cursor else None
+        subjects = subjects_for(user, roles)
+        when = at or _now()
+        items: list[dict[str, object]] = []
+        revision = 0
+        chunk = max(limit * 2, 50)
+        while len(items) < limit:
+            candidates = await self.listing.listing_candidates(
+                sorted(subjects), action, type_=type_, after=after, limit=chunk
+            )
+            if not candidates:
+                after = None
+                break
+            data = await self.source.check_data_many(candidates, user, subjects, None)
+            for resource in candidates:
+                req = CheckRequest(user, roles, resource, action, territory)
+                decision = _decide(req, data[resource], subjects, when)
+                revision = max(revision, decision.revision)
+                after = resource
+                if decision.allowed:
+                    items.append({"resource": resource, **decision.to_json()})
+                    if len(items) == limit:
+                        break
+            if len(candidates) < chunk and len(items) < limit:
+                after = None
+                break
+        next_cursor = encode_cursor(after) if after is not None and len(items) == limit else None
+        return Page(items=items, next_cursor=next_cursor, revision=revision)
+
+
+class StoreGrantSource:
+    """Uncached: every check reads Postgres (the baseline the cache must beat)."""
+
+    def __init__(self, store: _CheckStore) -> None:
+        self.store = store
+
+    async def check_data(
+        self, resource: str, user: str, subjects: frozenset[str], min_revision: int | None
+    ) -> CheckData:
+        data = await self.store.load_check(resource, sorted(subjects))
+        ensure_fresh(data.revision, min_revision)
+        return data
+
+    async def check_data_many(
+        self,
+        resources: Sequence[str],
+        user: str,
+        subjects: frozenset[str],
+        min_revision: int | None,
+    ) -> dict[str, CheckData]:
+        revision, data = await self.store.load_checks(resources, sorted(subjects))
+        ensure_fresh(revision, min_revision)
+        return data
+
+
+class _CheckStore(Protocol):
+    async def load_check(self, resource: str, subjects: Sequence[str]) -> CheckData: ...
+
+    async def load_checks(
+        self, resources: Sequence[str], subjects: Sequence[str]
+    ) -> tuple[int, dict[str, CheckData]]: ...
+
+
+def ensure_fresh(revision: int, min_revision: int | None) -> None:
+    """Postgres is the newest data there is: a ``min_revision`` beyond it names no write."""
+    if min_revision is not None and revision < min_revision:
+        raise InvalidInputError(
+            FieldError(
+                "min_revision",
+                f"is ahead of every write (the current revision is {revision})",
+            )
+        )
+
+
+__all__ = [
+    "MAX_BATCH",
+    "CheckRequest",
+    "CheckService",
+    "Grant",
+    "GrantSource",
+    "Page",
+    "StoreGrantSource",
+    "ensure_fresh",
+]

@@ -1,0 +1,1 @@
+"""Storage adapters: Postgres (asyncpg), the change follower, the embedded server."""

@@ -1,0 +1,110 @@
+"""Following the change log: Postgres LISTEN/NOTIFY with a polling backstop.
+
+Every write records what it touched in ``changes`` and NOTIFYs. Each process
+runs one ``ChangeFollower`` that reads the log after the last revision it saw
+and hands the entries to its listeners (cache invalidation, revoked tokens).
+A NOTIFY makes that immediate; the poll bounds the delay even if the LISTEN
+connection was lost, so a worker is never staler than the poll interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+import asyncpg
+
+from entitlements.errors import StoreUnavailableError
+from entitlements.store.postgres import Change, PostgresStore
+
+log = logging.getLogger("entitlements.changes")
+
+Listener = Callable[[Sequence[Change], int], Awaitable[None]]
+
+
+class ChangeFollower:
+    """Reads the change log after ``revision`` and dispatches it, forever, until stopped."""
+
+    def __init__(
+        self,
+        store: PostgresStore,
+        dsn: str,
+        *,
+        poll_interval: float = 1.0,
+        on_keys: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.store = store
+        self.dsn = dsn
+        self.poll_interval = poll_interval
+        self.on_keys = on_keys
+        self.revision = 0
+        self.listeners: list[Listener] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._conn: asyncpg.Connection | None = None
+
+    def add_listener(self, listener: Listener) -> None:
+        self.listeners.append(listener)
+
+    async def start(self, revision: int) -> None:
+        self.revision = revision
+        self._task = asyncio.create_task(self._run(), name="entitlements-change-follower")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._close_listen()
+
+    async def catch_up(self) -> int:
+        """Apply every change up to now; returns the revision reached."""
+        while True:
+            current, changes = await self.store.changes_since(self.revision, limit=5000)
+            if changes:
+                for listener in self.listeners:
+                    await listener(changes, changes[-1].revision)
+                self.revision = changes[-1].revision
+            if not changes or self.revision >= current:
+                self.revision = max(self.revision, current)
+                return self.revision
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._ensure_listening()
+                await self.catch_up()
+            except StoreUnavailableError:
+                await self._close_listen()
+            except Exception:  # a follower must survive anything and keep trying
+                log.exception("change follower failed; retrying")
+                await self._close_listen()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            self._wake.clear()
+
+    async def _ensure_listening(self) -> None:
+        if self._conn is not None and not self._conn.is_closed():
+            return
+        try:
+            conn = await asyncpg.connect(self.dsn, timeout=5.0)
+            await conn.add_listener("entitlements_changes", self._notified)
+            await conn.add_listener("entitlements_keys", self._keys_notified)
+            self._conn = conn
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            self._conn = None
+
+    def _notified(self, *args: object) -> None:
+        self._wake.set()
+
+    def _keys_notified(self, *args: object) -> None:
+        if self.on_keys is not None:
+            asyncio.get_running_loop().create_task(self.on_keys())
+
+    async def _close_listen(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 2.0)

@@ -1,0 +1,525 @@
+"""The Postgres store (asyncpg): the truth for grants, resources and revisions.
+
+Reads used by checks are single statements, so each sees one snapshot and can
+report the revision that snapshot holds. Writes bump the global revision as
+their last statement; the revision row's lock then orders commits by revision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources as importlib_resources
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from entitlements.domain.model import Grant, Resource, resource_type
+from entitlements.errors import (
+    FieldError,
+    InvalidInputError,
+    NotFoundError,
+    StoreUnavailableError,
+)
+
+MAX_DEPTH = 16
+"""How far up (or down) the resource DAG a walk goes; deeper graphs are refused on write."""
+
+_GRANT_COLUMNS = (
+    "id, subject, resource, actions, territories, exclude_territories,"
+    " valid_from, valid_until, effect, attributes, source"
+)
+
+# Connection-level failures: Postgres is down, restarting or unreachable.
+_UNAVAILABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckData:
+    """What a check needs: the revision read, the resource's ancestors and the candidate grants."""
+
+    revision: int
+    ancestors: frozenset[str]
+    grants: tuple[Grant, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    revision: int
+    kind: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    revision: int
+    changed: bool
+    created: bool = False
+
+
+def schema_sql() -> str:
+    """The text of ``schema.sql`` (shipped in the package, kept identical to the repo root)."""
+    packaged = importlib_resources.files("entitlements").joinpath("schema.sql")
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8")
+    return (Path(__file__).resolve().parents[2] / "schema.sql").read_text(encoding="utf-8")
+
+
+def grant_from_record(r: Mapping[str, Any]) -> Grant:
+    return Grant(
+        id=r["id"],
+        subject=r["subject"],
+        resource=r["resource"],
+        actions=frozenset(r["actions"]),
+        territories=frozenset(r["territories"]),
+        exclude_territories=frozenset(r["exclude_territories"]),
+        valid_from=r["valid_from"],
+        valid_until=r["valid_until"],
+        effect=r["effect"],
+        attributes=r["attributes"],
+        source=r["source"],
+    )
+
+
+def grant_row(g: Grant) -> tuple[Any, ...]:
+    """The grant as a row in ``_GRANT_COLUMNS`` order (lists sorted, so equal grants compare equal)."""
+    return (
+        g.id,
+        g.subject,
+        g.resource,
+        sorted(g.actions),
+        sorted(g.territories),
+        sorted(g.exclude_territories),
+        g.valid_from,
+        g.valid_until,
+        g.effect,
+        dict(g.attributes) if g.attributes is not None else None,
+        g.source,
+    )
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+    )
+
+
+@contextlib.asynccontextmanager
+async def translate_errors() -> AsyncIterator[None]:
+    """Turn connection-level asyncpg failures into ``StoreUnavailableError``."""
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        raise StoreUnavailableError() from exc
+
+
+async def bump_revision(conn: asyncpg.Connection, changes: Iterable[tuple[str, str]]) -> int:
+    """Advance the global revision and record what it touched. Call last in a write transaction."""
+    revision: int = await conn.fetchval("UPDATE ent_revision SET value = value + 1 RETURNING value")
+    rows = sorted(set(changes))
+    if rows:
+        await conn.executemany(
+            "INSERT INTO changes (revision, kind, key) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            [(revision, kind, key) for kind, key in rows],
+        )
+    await conn.execute("SELECT pg_notify('entitlements_changes', $1)", str(revision))
+    return revision
+
+
+def grant_changes(grants: Iterable[Grant]) -> set[tuple[str, str]]:
+    """The change-feed entries a write to these grants produces."""
+    out: set[tuple[str, str]] = set()
+    for g in grants:
+        if g.subject.startswith("user:"):
+            out.add(("user", g.subject[5:]))
+        else:
+            out.add(("resource", g.resource))
+    return out
+
+
+class PostgresStore:
+    """Grants, resources, revisions and the change log in Postgres."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        *,
+        min_size: int = 2,
+        max_size: int = 10,
+        timeout: float = 5.0,
+        apply_schema: bool = True,
+    ) -> PostgresStore:
+        """Connect, and apply ``schema.sql`` (idempotent) unless told not to."""
+        try:
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                command_timeout=timeout,
+                timeout=timeout,
+                init=_init_connection,
+                # A restarted Postgres leaves dead sockets in the pool; recycle idle ones.
+                max_inactive_connection_lifetime=60.0,
+            )
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailableError(
+                f"cannot connect to Postgres: {type(exc).__name__}"
+            ) from exc
+        store = cls(pool)
+        if apply_schema:
+            # Two processes starting at once must not race on CREATE ... IF NOT EXISTS.
+            async with translate_errors(), pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(7418820001)")
+                await conn.execute(schema_sql())
+        return store
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def ping(self) -> int:
+        async with translate_errors():
+            return int(await self.pool.fetchval("SELECT value FROM ent_revision"))
+
+    revision = ping
+
+    # --- reads for checks -------------------------------------------------
+
+    _CHECK_SQL = f"""
+        WITH RECURSIVE anc(id, depth) AS (
+            SELECT r, 0 FROM unnest($1::text[]) AS r
+            UNION
+            SELECT p.parent, a.depth + 1
+            FROM anc a JOIN resource_parents p ON p.child = a.id
+            WHERE a.depth < {MAX_DEPTH}
+        ), ids AS (SELECT DISTINCT id FROM anc)
+        SELECT (SELECT value FROM ent_revision) AS revision,
+               (SELECT array_agg(id) FROM ids) AS ancestors,
+               g.*
+        FROM (SELECT 1) one
+        LEFT JOIN LATERAL (
+            SELECT {_GRANT_COLUMNS} FROM grants
+            WHERE resource IN (SELECT id FROM ids) AND subject = ANY($2::text[])
+        ) g ON true
+    """
+
+    async def load_check(self, resource: str, subjects: Sequence[str]) -> CheckData:
+        """The resource's ancestors and every grant on them for these subjects, in one snapshot."""
+        async with translate_errors():
+            rows = await self.pool.fetch(self._CHECK_SQL, [resource], list(subjects))
+        return _check_data(rows)
+
+    async def load_resource_view(self, resource: str) -> CheckData:
+        """Ancestors and the grants on them for every subject that is not one user.
+
+        This is what a resource contributes to any caller's check, so it is the
+        unit the cache keeps per resource.
+        """
+        sql = self._CHECK_SQL.replace(
+            "subject = ANY($2::text[])", "NOT starts_with(subject, 'user:')"
+        )
+        async with translate_errors():
+            rows = await self.pool.fetch(sql, [resource])
+        return _check_data(rows)
+
+    async def load_user_grants(self, user_id: str) -> CheckData:
+        """Every grant whose subject is this one user (purchases, personal deals)."""
+        async with translate_errors():
+            rows = await self.pool.fetch(
+                f"""SELECT (SELECT value FROM ent_revision) AS revision, NULL::text[] AS ancestors, g.*
+                    FROM (SELECT 1) one LEFT JOIN LATERAL (
+                        SELECT {_GRANT_COLUMNS} FROM grants WHERE subject = $1
+                    ) g ON true""",
+                f"user:{user_id}",
+            )
+        return _check_data(rows)
+
+    async def load_checks(
+        self, resources: Sequence[str], subjects: Sequence[str]
+    ) -> tuple[int, dict[str, CheckData]]:
+        """``load_check`` for many resources in one round trip (batch checks, listing)."""
+        unique = sorted(set(resources))
+        async with translate_errors():
+            rows = await self.pool.fetch(
+                f"""
+                WITH RECURSIVE anc(root, id, depth) AS (
+                    SELECT r, r, 0 FROM unnest($1::text[]) AS r
+                    UNION
+                    SELECT a.root, p.parent, a.depth + 1
+                    FROM anc a JOIN resource_parents p ON p.child = a.id
+                    WHERE a.depth < {MAX_DEPTH}
+                ), pairs AS (SELECT DISTINCT root, id FROM anc)
+                SELECT (SELECT value FROM ent_revision) AS revision, pairs.root, pairs.id AS ancestor,
+                       g.*
+                FROM pairs LEFT JOIN LATERAL (
+                    SELECT {_GRANT_COLUMNS} FROM grants
+                    WHERE resource = pairs.id AND subject = ANY($2::text[])
+                ) g ON true
+                """,
+                unique,
+                list(subjects),
+            )
+        revision = int(rows[0]["revision"]) if rows else await self.revision()
+        ancestors: dict[str, set[str]] = {r: {r} for r in unique}
+        grants: dict[str, list[Grant]] = {r: [] for r in unique}
+        for row in rows:
+            ancestors[row["root"]].add(row["ancestor"])
+            if row["id"] is not None:
+                grants[row["root"]].append(grant_from_record(row))
+        return revision, {
+            r: CheckData(revision, frozenset(ancestors[r]), tuple(grants[r])) for r in unique
+        }
+
+    # --- grants -----------------------------------------------------------
+
+    async def put_grant(self, grant: Grant) -> WriteResult:
+        """Create or replace a grant; an identical grant changes nothing (no new revision)."""
+        async with translate_errors(), self.pool.acquire() as conn, conn.transaction():
+            old = await conn.fetchrow(
+                f"SELECT {_GRANT_COLUMNS} FROM grants WHERE id = $1 FOR UPDATE", grant.id
+            )
+            previous = grant_from_record(old) if old is not None else None
+            if previous == grant:
+                return WriteResult(await conn.fetchval("SELECT value FROM ent_revision"), False)
+            await conn.execute(
+                f"""INSERT INTO grants ({_GRANT_COLUMNS}, revision)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0)
+                    ON CONFLICT (id) DO UPDATE SET
+                      subject = EXCLUDED.subject, resource = EXCLUDED.resource,
+                      actions = EXCLUDED.actions, territories = EXCLUDED.territories,
+                      exclude_territories = EXCLUDED.exclude_territories,
+                      valid_from = EXCLUDED.valid_from, valid_until = EXCLUDED.valid_until,
+                      effect = EXCLUDED.effect, attributes = EXCLUDED.attributes,
+                      source = EXCLUDED.source, updated_at = now()""",
+                *grant_row(grant),
+            )
+            touched = [grant] + ([previous] if previous is not None else [])
+            revision = await bump_revision(conn, grant_changes(touched))
+            await conn.execute("UPDATE grants SET revision = $2 WHERE id = $1", grant.id, revision)
+            return WriteResult(revision, True, created=previous is None)
+
+    async def get_grant(self, grant_id: str) -> Grant:
+        async with translate_errors():
+            row = await self.pool.fetchrow(
+                f"SELECT {_GRANT_COLUMNS} FROM grants WHERE id = $1", grant_id
+            )
+        if row is None:
+            raise NotFoundError(f"no grant {grant_id!r}")
+        return grant_from_record(row)
+
+    async def delete_grant(self, grant_id: str) -> int:
+        async with translate_errors(), self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"DELETE FROM grants WHERE id = $1 RETURNING {_GRANT_COLUMNS}", grant_id
+            )
+            if row is None:
+                raise NotFoundError(f"no grant {grant_id!r}")
+            return await bump_revision(conn, grant_changes([grant_from_record(row)]))
+
+    async def list_grants(
+        self,
+        *,
+        resource: str | None = None,
+        subject: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> list[Grant]:
+        """Grants filtered by resource and/or subject, ordered by id, keyset-paginated."""
+        async with translate_errors():
+            rows = await self.pool.fetch(
+                f"""SELECT {_GRANT_COLUMNS} FROM grants
+                    WHERE ($1::text IS NULL OR resource = $1)
+                      AND ($2::text IS NULL OR subject = $2)
+                      AND ($3::text IS NULL OR id > $3)
+                    ORDER BY id LIMIT $4""",
+                resource,
+                subject,
+                after,
+                limit,
+            )
+        return [grant_from_record(r) for r in rows]
+
+    # --- resources --------------------------------------------------------
+
+    async def put_resource(self, resource: Resource) -> WriteResult:
+        """Declare a resource and set its parents (auto-declaring unknown parents).
+
+        Refuses a parent that would close a cycle or make the graph deeper than
+        ``MAX_DEPTH``. Graph writes are serialized by an advisory lock so two
+        concurrent writes cannot build a cycle between them.
+        """
+        async with translate_errors(), self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(7418820002)")
+            current = await conn.fetch(
+                "SELECT parent FROM resource_parents WHERE child = $1 ORDER BY parent", resource.id
+            )
+            exists = await conn.fetchval("SELECT 1 FROM resources WHERE id = $1", resource.id)
+            if exists and tuple(r["parent"] for r in current) == resource.parents:
+                return WriteResult(await conn.fetchval("SELECT value FROM ent_revision"), False)
+            await check_no_cycle(conn, resource.id, resource.parents)
+            ids = [resource.id, *resource.parents]
+            await conn.execute(
+                """INSERT INTO resources (id, type, revision)
+                   SELECT r, split_part(r, ':', 1), 0 FROM unnest($1::text[]) AS r
+                   ON CONFLICT (id) DO NOTHING""",
+                ids,
+            )
+            await conn.execute("DELETE FROM resource_parents WHERE child = $1", resource.id)
+            await conn.execute(
+                """INSERT INTO resource_parents (child, parent)
+                   SELECT $1, p FROM unnest($2::text[]) AS p""",
+                resource.id,
+                list(resource.parents),
+            )
+            revision = await bump_revision(conn, [("resource", resource.id)])
+            await conn.execute(
+                "UPDATE resources SET revision = $2, updated_at = now() WHERE id = $1",
+                resource.id,
+                revision,
+            )
+            return WriteResult(revision, True, created=not exists)
+
+    async def get_resource(self, resource_id: str) -> Resource:
+        async with translate_errors():
+            rows = await self.pool.fetch(
+                """SELECT r.id, p.parent FROM resources r
+                   LEFT JOIN resource_parents p ON p.child = r.id
+                   WHERE r.id = $1 ORDER BY p.parent""",
+                resource_id,
+            )
+        if not rows:
+            raise NotFoundError(f"no resource {resource_id!r}")
+        return Resource(
+            id=resource_id, parents=tuple(r["parent"] for r in rows if r["parent"] is not None)
+        )
+
+    # --- listing ----------------------------------------------------------
+
+    async def listing_candidates(
+        self,
+        subjects: Sequence[str],
+        action: str,
+        *,
+        type_: str | None,
+        after: str | None,
+        limit: int,
+    ) -> list[str]:
+        """Resources that an allow grant of these subjects reaches (directly or by descent).
+
+        Ordered by id after ``after``: a keyset page of candidates, each still
+        to be checked (a deny, a window or a territory may rule it out).
+        """
+        async with translate_errors():
+            rows = await self.pool.fetch(
+                f"""
+                WITH RECURSIVE roots AS (
+                    SELECT DISTINCT resource AS id FROM grants
+                    WHERE subject = ANY($1::text[]) AND effect = 'allow' AND $2 = ANY(actions)
+                ), tree(id, depth) AS (
+                    SELECT id, 0 FROM roots
+                    UNION
+                    SELECT p.child, t.depth + 1
+                    FROM tree t JOIN resource_parents p ON p.parent = t.id
+                    WHERE t.depth < {MAX_DEPTH}
+                )
+                SELECT DISTINCT id FROM tree
+                WHERE ($3::text IS NULL OR split_part(id, ':', 1) = $3)
+                  AND ($4::text IS NULL OR id > $4)
+                ORDER BY id LIMIT $5
+                """,
+                list(subjects),
+                action,
+                type_,
+                after,
+                limit,
+            )
+        return [r["id"] for r in rows]
+
+    # --- change feed ------------------------------------------------------
+
+    async def changes_since(self, revision: int, limit: int = 1000) -> tuple[int, list[Change]]:
+        """Changes after ``revision`` (oldest first) and the current revision."""
+        async with translate_errors():
+            rows = await self.pool.fetch(
+                """SELECT (SELECT value FROM ent_revision) AS current, c.revision, c.kind, c.key
+                   FROM (SELECT 1) one LEFT JOIN LATERAL (
+                     SELECT revision, kind, key FROM changes WHERE revision > $1
+                     ORDER BY revision, kind, key LIMIT $2) c ON true""",
+                revision,
+                limit,
+            )
+        current = int(rows[0]["current"])
+        return current, [
+            Change(r["revision"], r["kind"], r["key"]) for r in rows if r["revision"] is not None
+        ]
+
+
+async def check_no_cycle(conn: asyncpg.Connection, child: str, parents: Sequence[str]) -> None:
+    """Refuse parents that are descendants of ``child`` (a cycle) or too deep a chain."""
+    if not parents:
+        return
+    row = await conn.fetchrow(
+        f"""
+        WITH RECURSIVE up(id, depth, path) AS (
+            SELECT p, 1, ARRAY[p] FROM unnest($1::text[]) AS p
+            UNION ALL
+            SELECT rp.parent, u.depth + 1, u.path || rp.parent
+            FROM up u JOIN resource_parents rp ON rp.child = u.id
+            WHERE u.depth <= {MAX_DEPTH} AND NOT rp.parent = ANY(u.path)
+        )
+        SELECT bool_or(id = $2) AS cycle, max(depth) AS depth FROM up
+        """,
+        list(parents),
+        child,
+    )
+    if row is not None and row["cycle"]:
+        raise InvalidInputError(
+            FieldError(
+                "parents", f"would create a cycle: {child} is already an ancestor of a parent"
+            )
+        )
+    if row is not None and row["depth"] is not None and row["depth"] >= MAX_DEPTH:
+        raise InvalidInputError(
+            FieldError("parents", f"the resource graph may be at most {MAX_DEPTH} levels deep")
+        )
+
+
+def _check_data(rows: Sequence[asyncpg.Record]) -> CheckData:
+    first = rows[0]
+    grants = tuple(grant_from_record(r) for r in rows if r["id"] is not None)
+    return CheckData(int(first["revision"]), frozenset(first["ancestors"] or ()), grants)
+
+
+__all__ = [
+    "Change",
+    "CheckData",
+    "PostgresStore",
+    "WriteResult",
+    "bump_revision",
+    "grant_changes",
+    "grant_from_record",
+    "grant_row",
+    "resource_type",
+    "schema_sql",
+    "translate_errors",
+]
