@@ -182,7 +182,9 @@ def _parse_jwk(jwk: object, *, allow_private: bool) -> PublicKey:
     if alg != implied:
         raise _SkipKey(f"'alg' {alg!r} does not fit the key type or is not supported")
     key = _load_public_key(jwk, alg)
-    spki = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    spki = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return PublicKey(kid=kid, alg=alg, key=key, fingerprint=alg.encode() + b"\0" + spki)
 
 
@@ -428,8 +430,12 @@ class KeySet:
         return changed
 
     def _fail(self, now: float, reason: str) -> None:
-        logger.warning("JWKS refresh from %s failed (keeping %d known keys): %s",
-                       self.url or self.file, len(self._keys), reason)
+        logger.warning(
+            "JWKS refresh from %s failed (keeping %d known keys): %s",
+            self.url or self.file,
+            len(self._keys),
+            reason,
+        )
         with self._lock:
             self.last_failure = now
             # No retry storm: the next attempt waits a full interval whatever the cause.
@@ -506,7 +512,7 @@ class KeySet:
             else:
                 with httpx.Client(follow_redirects=False) as client:
                     document = self._get_sync(client)
-        except Exception as exc:  # noqa: BLE001 - a refresh must never break verification
+        except Exception as exc:  # a refresh must never break verification
             self._fail(now, f"{type(exc).__name__}: {exc}")
             return False
         return self._accept(document, now)
@@ -558,7 +564,7 @@ class KeySet:
             else:
                 async with httpx.AsyncClient(follow_redirects=False) as client:
                     document = await self._get_async(client)
-        except Exception as exc:  # noqa: BLE001 - a refresh must never break verification
+        except Exception as exc:  # a refresh must never break verification
             self._fail(now, f"{type(exc).__name__}: {exc}")
             return False
         return self._accept(document, now)

@@ -65,7 +65,9 @@ MAX_CLAIM_LENGTH: Final = 256
 # Integers beyond 2**53 do not survive a round trip through most JSON stacks.
 _MAX_NUMERIC_DATE: Final = 2**53
 # Header parameters that make us reject the token (see the module docstring).
-_REJECTED_HEADERS: Final = frozenset({"jku", "x5u", "jwk", "x5c", "crit", "b64", "cty", "zip", "enc"})
+_REJECTED_HEADERS: Final = frozenset(
+    {"jku", "x5u", "jwk", "x5c", "crit", "b64", "cty", "zip", "enc"}
+)
 _TOKEN_RE: Final = re.compile(r"([A-Za-z0-9_-]*)\.([A-Za-z0-9_-]*)\.([A-Za-z0-9_-]*)")
 _B64_INDEX: Final = {
     c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
@@ -73,10 +75,23 @@ _B64_INDEX: Final = {
 _SURROGATE_ESCAPE_RE: Final = re.compile(r"\\u[dD][89a-fA-F]")
 _DURATION_RE: Final = re.compile(r"(?:[0-9]{1,9}[smhd])+|[0-9]{1,9}")
 _DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_ISSUER_ITEM_KEYS: Final = frozenset(
+    [
+        "issuer",
+        "audience",
+        "jwks_url",
+        "jwks_file",
+        "algorithms",
+        "roles_claim",
+        "typ",
+        "max_lifetime",
+        "allow_insecure_http",
+    ]
+)
 
 
 def parse_duration(value: str | float) -> float:
-    """Parse ``"30s"``, ``"15m"``, ``"24h"``, ``"7d"``, ``"1h30m"``, ``"90"`` or a number into seconds."""
+    """Seconds in ``"30s"``, ``"15m"``, ``"24h"``, ``"7d"``, ``"1h30m"``, ``"90"`` or a number."""
     if isinstance(value, bool):
         raise ValueError("a duration cannot be a boolean")
     if isinstance(value, int | float):
@@ -126,7 +141,9 @@ class IssuerConfig:
             raise ValueError("audience must be a non-empty string")
         if not isinstance(self.keys, KeySet):
             raise ValueError("keys must be a KeySet")
-        algorithms = (self.algorithms,) if isinstance(self.algorithms, str) else tuple(self.algorithms)
+        algorithms = (
+            (self.algorithms,) if isinstance(self.algorithms, str) else tuple(self.algorithms)
+        )
         if not algorithms or any(a not in ALGORITHMS for a in algorithms):
             raise ValueError(f"algorithms must be a non-empty subset of {sorted(ALGORITHMS)}")
         typ = (self.typ,) if isinstance(self.typ, str) else tuple(self.typ)
@@ -154,25 +171,26 @@ class IssuerConfig:
         ``keyset_options`` go to :class:`KeySet` (``min_refetch_interval``…).
         Unknown keys raise :class:`ValueError`, so a typo cannot weaken the policy.
         """
-        known = {"issuer", "audience", "jwks_url", "jwks_file", "algorithms", "roles_claim",
-                 "typ", "max_lifetime", "allow_insecure_http"}
         if not isinstance(item, Mapping):
             raise ValueError("a trusted issuer must be a JSON object")
-        unknown = set(item) - known
+        unknown = set(item) - _ISSUER_ITEM_KEYS
         if unknown:
             raise ValueError(f"unknown trusted-issuer keys: {sorted(unknown)}")
         url, file = item.get("jwks_url"), item.get("jwks_file")
         if (url is None) == (file is None):
             raise ValueError("a trusted issuer needs exactly one of jwks_url and jwks_file")
-        keys = KeySet(url=url, file=file,
-                      allow_insecure_http=bool(item.get("allow_insecure_http", False)),
-                      **keyset_options)
+        keys = KeySet(
+            url=url,
+            file=file,
+            allow_insecure_http=bool(item.get("allow_insecure_http", False)),
+            **keyset_options,
+        )
         typ = item.get("typ", "at+jwt")
         return cls(
             issuer=item.get("issuer"),  # type: ignore[arg-type]  # validated in __post_init__
             audience=item.get("audience"),  # type: ignore[arg-type]
             keys=keys,
-            algorithms=tuple(item.get("algorithms", ("EdDSA",))),
+            algorithms=item.get("algorithms", ("EdDSA",)),
             roles_claim=item.get("roles_claim", "roles"),
             typ=("",) if typ is None else typ,
             max_lifetime=parse_duration(item.get("max_lifetime", 86_400)),
@@ -359,7 +377,7 @@ def _freeze(value: Any) -> Any:
 class TokenVerifier:
     """Verify access tokens from one or more trusted issuers.
 
-    ``leeway`` (0–30 s) absorbs clock skew. Tokens longer than
+    ``leeway`` (0 to 30 s) absorbs clock skew. Tokens longer than
     ``max_token_bytes`` are refused before parsing. Up to ``cache_size``
     verified tokens are remembered (0 disables). ``is_revoked`` is called on
     every successful verification, remembered or not; returning True, or
@@ -393,9 +411,17 @@ class TokenVerifier:
                 typs=frozenset(_normalize_typ(t) for t in config.typ),
                 roles_path=tuple(config.roles_claim.split(".")),
             )
-        if isinstance(leeway, bool) or not isinstance(leeway, int | float) or not 0 <= leeway <= MAX_LEEWAY:
+        if (
+            isinstance(leeway, bool)
+            or not isinstance(leeway, int | float)
+            or not 0 <= leeway <= MAX_LEEWAY
+        ):
             raise ValueError("leeway must be between 0 and 30 seconds")
-        if isinstance(max_token_bytes, bool) or not isinstance(max_token_bytes, int) or max_token_bytes < 16:
+        if (
+            isinstance(max_token_bytes, bool)
+            or not isinstance(max_token_bytes, int)
+            or max_token_bytes < 16
+        ):
             raise ValueError("max_token_bytes must be an integer of at least 16")
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
             raise ValueError("cache_size must be a non-negative integer")
@@ -431,7 +457,7 @@ class TokenVerifier:
             return self._finish(step, key)
         except InvalidTokenError:
             raise
-        except Exception as exc:  # noqa: BLE001 - the contract: only InvalidTokenError escapes
+        except Exception as exc:  # the contract: only InvalidTokenError escapes
             raise self._unexpected(exc) from exc
 
     async def averify(self, token: str | bytes) -> VerifiedToken:
@@ -451,7 +477,7 @@ class TokenVerifier:
             return self._finish(step, key)
         except InvalidTokenError:
             raise
-        except Exception as exc:  # noqa: BLE001 - the contract: only InvalidTokenError escapes
+        except Exception as exc:  # the contract: only InvalidTokenError escapes
             raise self._unexpected(exc) from exc
 
     def verify_cached(self, token: str | bytes) -> VerifiedToken | None:
@@ -464,7 +490,7 @@ class TokenVerifier:
             return self._recall(text)
         except InvalidTokenError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise self._unexpected(exc) from exc
 
     def forget(self, token: str | bytes) -> None:
@@ -679,7 +705,7 @@ class TokenVerifier:
             return
         try:
             revoked = self._is_revoked(verified)
-        except Exception as exc:  # noqa: BLE001 - fail closed
+        except Exception as exc:  # fail closed
             raise InvalidTokenError("revocation_check_failed") from exc
         if revoked:
             _fail("revoked")

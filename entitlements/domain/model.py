@@ -145,6 +145,15 @@ class Decision:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class CheckData:
+    """What a check needs: the revision read, the resource's ancestors and the candidate grants."""
+
+    revision: int
+    ancestors: frozenset[str]
+    grants: tuple[Grant, ...]
+
+
 # --- small parsers, each raising InvalidInputError naming the field ---------
 
 

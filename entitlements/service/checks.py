@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from entitlements.domain.model import Decision, Grant
+from entitlements.domain.model import CheckData, Decision, Grant
 from entitlements.domain.policy import Query, decide, subjects_for
 from entitlements.errors import FieldError, InvalidInputError
-from entitlements.store.postgres import CheckData
 
 MAX_BATCH = 1000
 MAX_PAGE = 1000

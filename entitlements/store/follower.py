@@ -89,12 +89,11 @@ class ChangeFollower:
         if self._conn is not None and not self._conn.is_closed():
             return
         try:
-            conn = await asyncpg.connect(self.dsn, timeout=5.0)
-            await conn.add_listener("entitlements_changes", self._notified)
-            await conn.add_listener("entitlements_keys", self._keys_notified)
-            self._conn = conn
+            self._conn = await asyncpg.connect(self.dsn, timeout=5.0)
+            await self._conn.add_listener("entitlements_changes", self._notified)
+            await self._conn.add_listener("entitlements_keys", self._keys_notified)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-            self._conn = None
+            await self._close_listen()
 
     def _notified(self, *args: object) -> None:
         self._wake.set()
@@ -106,5 +105,7 @@ class ChangeFollower:
     async def _close_listen(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.wait_for(conn.close(), 2.0)
+            except Exception:
+                conn.terminate()

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from entitlements.domain.model import Grant, Resource, resource_type
+from entitlements.domain.model import CheckData, Grant, Resource, resource_type
 from entitlements.errors import (
     FieldError,
     InvalidInputError,
@@ -46,15 +46,6 @@ _UNAVAILABLE = (
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.InternalClientError,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class CheckData:
-    """What a check needs: the revision read, the resource's ancestors and the candidate grants."""
-
-    revision: int
-    ancestors: frozenset[str]
-    grants: tuple[Grant, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,100 @@
+"""Test fixtures: real Postgres (and later Redis), fresh per session, isolated per test.
+
+Which Postgres: ``ENTITLEMENTS_TEST_DATABASE_URL`` if set; else the machine's
+server on 127.0.0.1:5432 if it answers; else an embedded Postgres started for
+the session (so ``python -m pytest`` passes on a bare machine too). The suite
+creates its own database (``entitlements_test_<pid>``) and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from support import Api, running, settings_for
+
+from entitlements.store.postgres import PostgresStore
+
+MACHINE_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+TABLES = "grants, resource_parents, resources, changes, imports, exchanged_tokens"
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _with_database(dsn: str, name: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@pytest.fixture(scope="session")
+def admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A DSN with rights to create databases."""
+    configured = os.environ.get("ENTITLEMENTS_TEST_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    if _answers("127.0.0.1", 5432):
+        yield MACHINE_PG
+        return
+    from entitlements.store.embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+async def pg_dsn(admin_dsn: str) -> AsyncIterator[str]:
+    """A fresh database with the schema applied, dropped after the session."""
+    name = f"entitlements_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dsn = _with_database(admin_dsn, name)
+    store = await PostgresStore.open(dsn, min_size=1, max_size=2)
+    await store.close()
+    try:
+        yield dsn
+    finally:
+        admin = await asyncpg.connect(admin_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def store(pg_dsn: str) -> AsyncIterator[PostgresStore]:
+    s = await PostgresStore.open(pg_dsn, min_size=1, max_size=10)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
+async def clean(store: PostgresStore) -> PostgresStore:
+    """The store with every grant, resource and change removed (revisions keep climbing)."""
+    await store.pool.execute(f"TRUNCATE {TABLES}")
+    return store
+
+
+@pytest.fixture
+async def api(clean: PostgresStore, pg_dsn: str) -> AsyncIterator[Api]:
+    async with running(settings_for(pg_dsn)) as (client, state):
+        yield Api(client, state)
