@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     staleness: float = Field(
         default=5.0, description="how stale a check without min_revision may be"
     )
+    cache_size: int = Field(
+        default=100_000, ge=0, description="L1 entries per process; 0 turns caching off"
+    )
+    redis_timeout: float = Field(default=0.05, gt=0, description="per Redis call, seconds")
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     pool_min_size: int = Field(default=2, ge=1)
     pool_max_size: int = Field(default=10, ge=1)
@@ -90,7 +94,12 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator(
-        "token_max_lifetime", "exchange_max_lifetime", "staleness", "db_timeout", mode="before"
+        "token_max_lifetime",
+        "exchange_max_lifetime",
+        "staleness",
+        "db_timeout",
+        "redis_timeout",
+        mode="before",
     )
     @classmethod
     def _durations(cls, value: Any) -> float:

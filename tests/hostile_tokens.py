@@ -27,11 +27,14 @@ import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from types import MappingProxyType
 from typing import Any, ClassVar
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 __all__ = [
@@ -65,13 +68,13 @@ def jwk_for(public_key: Any, kid: str, **extra: Any) -> dict[str, Any]:
         raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         jwk = {"kty": "OKP", "crv": "Ed25519", "x": b64url(raw), "alg": "EdDSA"}
     elif isinstance(public_key, ec.EllipticCurvePublicKey):
-        nums = public_key.public_numbers()
+        point = public_key.public_numbers()
         jwk = {
             "kty": "EC",
             "crv": "P-256",
             "alg": "ES256",
-            "x": b64url(nums.x.to_bytes(32, "big")),
-            "y": b64url(nums.y.to_bytes(32, "big")),
+            "x": b64url(point.x.to_bytes(32, "big")),
+            "y": b64url(point.y.to_bytes(32, "big")),
         }
     elif isinstance(public_key, rsa.RSAPublicKey):
         nums = public_key.public_numbers()
@@ -132,13 +135,13 @@ class KeyBundle:
     ``attacker`` is never published.
     """
 
-    ed25519: ed25519.Ed25519PrivateKey
+    ed25519: Ed25519PrivateKey
     p256: ec.EllipticCurvePrivateKey
-    rsa: rsa.RSAPrivateKey
-    enc_key: ed25519.Ed25519PrivateKey
-    weak_rsa: rsa.RSAPrivateKey
+    rsa: RSAPrivateKey
+    enc_key: Ed25519PrivateKey
+    weak_rsa: RSAPrivateKey
     oct_secret: bytes
-    attacker: ed25519.Ed25519PrivateKey
+    attacker: Ed25519PrivateKey
     jwks: dict[str, Any]
 
     algorithms: ClassVar[tuple[str, ...]] = ("EdDSA", "ES256", "RS256")
@@ -167,7 +170,8 @@ class KeyBundle:
         return cls(ed, p256, rsa_key, enc, weak, secret, ed25519.Ed25519PrivateKey.generate(), jwks)
 
     def private_key(self, alg: str) -> PrivateKey:
-        return {"EdDSA": self.ed25519, "ES256": self.p256, "RS256": self.rsa}[alg]
+        keys: dict[str, PrivateKey] = {"EdDSA": self.ed25519, "ES256": self.p256, "RS256": self.rsa}
+        return keys[alg]
 
 
 def mint(
@@ -278,18 +282,37 @@ def _case(case_id: str, code: str, builder: Builder) -> None:
     _CASES.append((case_id, code, builder))
 
 
+def _with_header(c: _Ctx, name: str, value: object) -> str:
+    return c.token(header={name: value})
+
+
+def _without(c: _Ctx, name: str) -> str:
+    return c.token(drop=[name])
+
+
+def _raw_payload(c: _Ctx, value: object) -> str:
+    return make_token(c.header(), None, c.keys.ed25519, raw_payload_bytes=_json(value))
+
+
 # -- algorithm confusion ---------------------------------------------------------------
+
+
+def _alg_none(c: _Ctx, spelling: str, signed: bool) -> str:
+    return make_token(
+        c.header(spelling, kid="ed-1"), c.claims(), c.keys.ed25519 if signed else None
+    )
+
 
 for _spelling in ("none", "None", "NONE", "nOnE"):
     _case(
         f"alg_{_spelling}_empty_sig",
         "bad_algorithm",
-        lambda c, a=_spelling: make_token(c.header(a, kid="ed-1"), c.claims(), None),
+        partial(_alg_none, spelling=_spelling, signed=False),
     )
     _case(
         f"alg_{_spelling}_with_sig",
         "bad_algorithm",
-        lambda c, a=_spelling: make_token(c.header(a, kid="ed-1"), c.claims(), c.keys.ed25519),
+        partial(_alg_none, spelling=_spelling, signed=True),
     )
 _case("alg_missing", "bad_algorithm", lambda c: c.token(drop=["alg"]))
 _case("alg_not_a_string", "bad_algorithm", lambda c: c.token(header={"alg": ["EdDSA"]}))
@@ -313,14 +336,16 @@ def _public_forms(c: _Ctx) -> dict[str, bytes]:
     }
 
 
+def _hmac_with_public_key(c: _Ctx, form: str) -> str:
+    return make_token(c.header("HS256", kid="rsa-1"), c.claims(), _public_forms(c)[form])
+
+
 for _form in ("pem", "der", "jwk", "openssh"):
     # The classic: HMAC keyed with the issuer's public key, which the verifier has.
     _case(
         f"hs256_keyed_with_rsa_public_{_form}",
         "bad_algorithm",
-        lambda c, f=_form: make_token(
-            c.header("HS256", kid="rsa-1"), c.claims(), _public_forms(c)[f]
-        ),
+        partial(_hmac_with_public_key, form=_form),
     )
 _case(
     "hs256_keyed_with_ed25519_public_pem",
@@ -431,7 +456,7 @@ for _kid_id, _kid in (
     ("sql_injection", "' OR 1=1 --"),
     ("unknown", "no-such-key"),
 ):
-    _case(f"kid_{_kid_id}", "unknown_key", lambda c, k=_kid: c.token(header={"kid": k}))
+    _case(f"kid_{_kid_id}", "unknown_key", partial(_with_header, name="kid", value=_kid))
 _case("kid_missing", "unknown_key", lambda c: c.token(drop=["kid"]))
 for _kid_id, _bad_kid in (
     ("int", 1),
@@ -440,7 +465,7 @@ for _kid_id, _bad_kid in (
     ("empty", ""),
     ("too_long", "k" * 300),
 ):
-    _case(f"kid_{_kid_id}", "malformed", lambda c, k=_bad_kid: c.token(header={"kid": k}))
+    _case(f"kid_{_kid_id}", "malformed", partial(_with_header, name="kid", value=_bad_kid))
 _case(
     "key_published_for_encryption",
     "unknown_key",
@@ -539,7 +564,7 @@ _case("exp_huge_integer", "bad_claim", lambda c: c.token(claims={"exp": 10**30})
 # -- required claims and identity -----------------------------------------------------------
 
 for _claim in ("iss", "aud", "sub", "exp", "iat", "jti"):
-    _case(f"missing_{_claim}", "missing_claim", lambda c, n=_claim: c.token(drop=[n]))
+    _case(f"missing_{_claim}", "missing_claim", partial(_without, name=_claim))
 _case("iss_wrong", "bad_issuer", lambda c: c.token(claims={"iss": "https://evil.example"}))
 _case("iss_substring", "bad_issuer", lambda c: c.token(claims={"iss": c.issuer[:-1]}))
 _case("iss_trailing_slash", "bad_issuer", lambda c: c.token(claims={"iss": c.issuer + "/"}))
@@ -590,9 +615,7 @@ for _kind, _value in (("array", ["claims"]), ("string", "claims"), ("number", 42
     _case(
         f"payload_{_kind}",
         "malformed",
-        lambda c, v=_value: make_token(
-            c.header(), None, c.keys.ed25519, raw_payload_bytes=_json(v)
-        ),
+        partial(_raw_payload, value=_value),
     )
 _case(
     "payload_null",

@@ -250,14 +250,18 @@ def test_es256_signature_must_be_raw_r_s_in_range(bundle: KeyBundle) -> None:
     good = sign(bundle.p256, data)
     assert key.verify(good, data)
     n = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
-    r = int.from_bytes(good[:32], "big")
-    s = int.from_bytes(good[32:], "big")
-    assert (
-        not key.verify(r.to_bytes(32, "big") + (s + n).to_bytes(33, "big")[1:], data)
-        or s + n >= 2**256
-    )
+    r, s = int.from_bytes(good[:32], "big"), int.from_bytes(good[32:], "big")
+
+    def raw(r: int, s: int) -> bytes:
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+    for bad_r, bad_s in ((0, s), (r, 0), (n, s), (r, n), (0, 0), (n, n)):
+        assert not key.verify(raw(bad_r, bad_s), data)
+    # The other valid s (n - s) is accepted: JWS does not require low-s, and the
+    # verifier remembers tokens by their exact text, so malleability gains nothing.
+    assert key.verify(raw(r, n - s), data)
     assert not key.verify(good + b"\x00", data)
-    assert not key.verify(bytes(64), data)
+    assert not key.verify(good[:-1], data)
 
 
 def test_rsa_signature_length_must_match_the_modulus(bundle: KeyBundle) -> None:
@@ -603,13 +607,13 @@ def test_file_source_reloads_when_its_mtime_changes(
     reads = keys.fetch_count
     clock.advance(30)
     assert keys.refresh() is False  # same mtime: not re-read
-    assert keys.fetch_count == reads + 1 and keys.kids == ("ed-1", "ed-2")
+    assert keys.fetch_count == reads + 1 and list(keys.kids) == ["ed-1", "ed-2"]
 
     path.write_text("{not json")
     os.utime(path, ns=(3_000_000_000, 3_000_000_000))
     clock.advance(30)
     assert keys.refresh() is False
-    assert keys.kids == ("ed-1", "ed-2") and keys.last_failure == clock.now
+    assert list(keys.kids) == ["ed-1", "ed-2"] and keys.last_failure == clock.now
 
 
 def test_file_source_fails_fast_at_construction(tmp_path: Path) -> None:

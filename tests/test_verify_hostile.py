@@ -21,6 +21,8 @@ from hostile_tokens import (
     make_token,
     mint,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from entitlements_client._errors import InvalidTokenError
 from entitlements_client.jwks import KeySet
@@ -191,3 +193,68 @@ def test_alg_none_is_rejected_even_if_an_issuer_has_no_keys(bundle: KeyBundle) -
     with pytest.raises(InvalidTokenError) as info:
         verifier.verify(f"{header}.{payload}.")
     assert info.value.code == "bad_algorithm"
+
+
+# -- property tests: nothing but InvalidTokenError escapes, and no mutation is accepted ----
+
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ é\x00"
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data(), alg=st.sampled_from(KeyBundle.algorithms))
+def test_any_single_edit_of_a_valid_token_is_rejected(
+    bundle: KeyBundle, verifier: TokenVerifier, data: st.DataObject, alg: str
+) -> None:
+    # Canonical base64url means every distinct text is a distinct signed message, so no
+    # edit (replace, insert or delete one character) may leave the token acceptable.
+    token = mint(bundle, ISSUER, AUDIENCE, alg=alg)
+    index = data.draw(st.integers(0, len(token) - 1))
+    char = data.draw(st.sampled_from(_ALPHABET))
+    edit = data.draw(st.sampled_from(["replace", "insert", "delete"]))
+    if edit == "replace":
+        mutated = token[:index] + char + token[index + 1 :]
+    elif edit == "insert":
+        mutated = token[:index] + char + token[index:]
+    else:
+        mutated = token[:index] + token[index + 1 :]
+    if mutated == token:
+        return
+    with pytest.raises(InvalidTokenError):
+        verifier.verify(mutated)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(garbage=st.one_of(st.text(max_size=300), st.binary(max_size=300)))
+def test_garbage_raises_only_invalid_token(verifier: TokenVerifier, garbage: str | bytes) -> None:
+    with pytest.raises(InvalidTokenError):
+        verifier.verify(garbage)
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    header=st.dictionaries(
+        st.sampled_from(["alg", "kid", "typ", "crit", "x5t", "cty"]),
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(),
+            st.sampled_from(["EdDSA", "ES256", "none", "ed-1", "at+jwt", "JWT", ""]),
+            st.lists(st.text(max_size=5), max_size=3),
+        ),
+    )
+)
+def test_signed_tokens_with_arbitrary_headers_raise_only_invalid_token(
+    bundle: KeyBundle, verifier: TokenVerifier, header: dict[str, object]
+) -> None:
+    token = make_token(header, mint_claims(), bundle.ed25519)
+    try:
+        verifier.verify(token)
+    except InvalidTokenError:
+        return
+    assert header.get("alg") == "EdDSA" and header.get("kid") == "ed-1"

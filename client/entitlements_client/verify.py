@@ -28,7 +28,8 @@ Policy (DESIGN.md "Tokens"; RFC 7515/7519/8725/9068):
 Verified tokens are remembered (bounded LRU keyed by the exact token string),
 so a token seen before costs a dictionary lookup plus the expiry and
 revocation checks, which run on every call. A remembered token is dropped as
-soon as its key leaves the issuer's key set.
+soon as its key leaves the issuer's key set. Remembered tokens never cause I/O:
+key sets are refreshed by the verifications that miss.
 """
 
 from __future__ import annotations

@@ -15,11 +15,16 @@ import orjson
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
+from entitlements import metrics
 from entitlements.api import problems, routes_admin, routes_checks, routes_tokens
 from entitlements.api.auth import EXCHANGE_TYP, Authenticator
+from entitlements.api.timing import TimingMiddleware
+from entitlements.cache.local import ChangeIndex, LocalCache
+from entitlements.cache.redis import RedisGrantCache
+from entitlements.cache.source import CachedGrantSource
 from entitlements.errors import StoreUnavailableError
 from entitlements.keys.signing import SigningKeyStore
-from entitlements.service.checks import CheckService, StoreGrantSource
+from entitlements.service.checks import CheckService, GrantSource, StoreGrantSource
 from entitlements.service.tokens import TokenService
 from entitlements.settings import Settings
 from entitlements.store.follower import ChangeFollower
@@ -40,6 +45,9 @@ class AppState:
     tokens: TokenService
     auth: Authenticator
     follower: ChangeFollower
+    index: ChangeIndex
+    source: GrantSource
+    redis: RedisGrantCache | None
 
 
 def build_verifiers(settings: Settings, own_keys: KeySet, tokens: TokenService) -> Authenticator:
@@ -102,27 +110,57 @@ def create_app(settings: Settings) -> FastAPI:
         follower = ChangeFollower(
             store, dsn, poll_interval=min(1.0, settings.staleness / 2), on_keys=tokens.reload_keys
         )
+        index = ChangeIndex()
+        redis = (
+            RedisGrantCache.from_url(
+                settings.redis_url,
+                timeout=settings.redis_timeout,
+                on_error=lambda op: metrics.BACKEND_ERRORS.labels("redis", op).inc(),
+            )
+            if settings.redis_url
+            else None
+        )
+        source: GrantSource
+        if settings.cache_size > 0:
+            source = CachedGrantSource(
+                store,
+                index,
+                local=LocalCache(index, settings.cache_size),
+                shared=redis,
+                staleness=settings.staleness,
+            )
+        else:
+            source = StoreGrantSource(store)
 
         async def on_changes(changes: Sequence[Change], revision: int) -> None:
             for change in changes:
                 if change.kind == "token":
                     tokens.revoked.add(change.key)
+                metrics.INVALIDATIONS.labels(change.kind).inc()
+            index.apply(changes, revision)
 
         follower.add_listener(on_changes)
-        await follower.start(await store.revision())
+        start_revision = await store.revision()
+        index.start(start_revision)
+        await follower.start(start_revision)
         state = AppState(
             settings=settings,
             store=store,
             catalog=store,
-            checks=CheckService(StoreGrantSource(store), store),
+            checks=CheckService(source, store),
             tokens=tokens,
             auth=build_verifiers(settings, keyset, tokens),
             follower=follower,
+            index=index,
+            source=source,
+            redis=redis,
         )
         try:
             yield {"ent": state}
         finally:
             await follower.stop()
+            if redis is not None:
+                await redis.close()
             await store.close()
 
     app = FastAPI(
@@ -132,6 +170,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    app.add_middleware(TimingMiddleware)
     app.include_router(routes_checks.router)
     app.include_router(routes_admin.router)
     app.include_router(routes_tokens.router)
@@ -155,5 +194,10 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(
             orjson.dumps({"status": "ready", "revision": revision}), media_type="application/json"
         )
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics (for the scraper)")
+    async def prometheus() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
 
     return app

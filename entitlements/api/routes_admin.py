@@ -65,6 +65,7 @@ async def put_grant(request: Request, grant_id: GrantId, token: Admin) -> Respon
     gid = parse_grant_id(grant_id, "id")
     grant = grant_from_mapping(await read_json(request, ent.settings.max_body_bytes), grant_id=gid)
     result = await ent.catalog.put_grant(grant)
+    await ent.follower.catch_up()  # read-your-writes in this worker without min_revision
     return _json(
         {"grant": grant.to_json(), "revision": result.revision, "changed": result.changed},
         201 if result.created else 200,
@@ -79,7 +80,9 @@ async def get_grant(request: Request, grant_id: GrantId, token: Admin) -> Respon
 
 @router.delete("/grants/{grant_id:path}", summary="Revoke a grant")
 async def delete_grant(request: Request, grant_id: GrantId, token: Admin) -> Response:
-    revision = await request.state.ent.catalog.delete_grant(parse_grant_id(grant_id, "id"))
+    ent = request.state.ent
+    revision = await ent.catalog.delete_grant(parse_grant_id(grant_id, "id"))
+    await ent.follower.catch_up()
     return _json({"deleted": grant_id, "revision": revision})
 
 
@@ -133,6 +136,7 @@ async def put_resource(request: Request, resource_id: ResourceId, token: Admin) 
         await read_json(request, ent.settings.max_body_bytes), resource_id=rid
     )
     result = await ent.catalog.put_resource(resource)
+    await ent.follower.catch_up()
     return _json(
         {"resource": resource.to_json(), "revision": result.revision, "changed": result.changed},
         201 if result.created else 200,

@@ -154,6 +154,15 @@ class CheckData:
     grants: tuple[Grant, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One entry of the change log: at ``revision``, ``kind`` ``key`` changed."""
+
+    revision: int
+    kind: str
+    key: str
+
+
 # --- small parsers, each raising InvalidInputError naming the field ---------
 
 

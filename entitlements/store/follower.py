@@ -17,9 +17,12 @@ from collections.abc import Awaitable, Callable, Sequence
 import asyncpg
 
 from entitlements.errors import StoreUnavailableError
-from entitlements.store.postgres import Change, PostgresStore
+from entitlements.store.postgres import MAX_CHANGE_KEYS, Change, PostgresStore
 
 log = logging.getLogger("entitlements.changes")
+
+PAGE = 20_000
+assert MAX_CHANGE_KEYS < PAGE
 
 Listener = Callable[[Sequence[Change], int], Awaitable[None]]
 
@@ -44,6 +47,7 @@ class ChangeFollower:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._conn: asyncpg.Connection | None = None
+        self._lock = asyncio.Lock()
 
     def add_listener(self, listener: Listener) -> None:
         self.listeners.append(listener)
@@ -61,14 +65,19 @@ class ChangeFollower:
 
     async def catch_up(self) -> int:
         """Apply every change up to now; returns the revision reached."""
+        async with self._lock:
+            return await self._catch_up()
+
+    async def _catch_up(self) -> int:
         while True:
-            current, changes = await self.store.changes_since(self.revision, limit=5000)
-            if changes:
-                for listener in self.listeners:
-                    await listener(changes, changes[-1].revision)
-                self.revision = changes[-1].revision
-            if not changes or self.revision >= current:
-                self.revision = max(self.revision, current)
+            current, changes = await self.store.changes_since(self.revision, limit=PAGE)
+            # A page may end inside a revision; only a whole revision counts as applied.
+            # (A write records at most MAX_CHANGE_KEYS keys, fewer than a page, so this advances.)
+            reached = current if len(changes) < PAGE else changes[-1].revision - 1
+            for listener in self.listeners:
+                await listener(changes, max(reached, self.revision))
+            self.revision = max(self.revision, reached)
+            if self.revision >= current:
                 return self.revision
 
     async def _run(self) -> None:

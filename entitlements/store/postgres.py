@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from entitlements.domain.model import CheckData, Grant, Resource, resource_type
+from entitlements.domain.model import Change, CheckData, Grant, Resource, resource_type
 from entitlements.errors import (
     FieldError,
     InvalidInputError,
@@ -46,13 +46,6 @@ _UNAVAILABLE = (
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.InternalClientError,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    revision: int
-    kind: str
-    key: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,10 +114,16 @@ async def translate_errors() -> AsyncIterator[None]:
         raise StoreUnavailableError() from exc
 
 
+MAX_CHANGE_KEYS = 10_000
+"""A write touching more keys than this records one ('all', '*') change: caches drop everything."""
+
+
 async def bump_revision(conn: asyncpg.Connection, changes: Iterable[tuple[str, str]]) -> int:
     """Advance the global revision and record what it touched. Call last in a write transaction."""
     revision: int = await conn.fetchval("UPDATE ent_revision SET value = value + 1 RETURNING value")
     rows = sorted(set(changes))
+    if len(rows) > MAX_CHANGE_KEYS:
+        rows = [("all", "*")]
     if rows:
         await conn.executemany(
             "INSERT INTO changes (revision, kind, key) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
@@ -246,10 +245,20 @@ class PostgresStore:
         return _check_data(rows)
 
     async def load_checks(
-        self, resources: Sequence[str], subjects: Sequence[str]
+        self, resources: Sequence[str], subjects: Sequence[str] | None
     ) -> tuple[int, dict[str, CheckData]]:
-        """``load_check`` for many resources in one round trip (batch checks, listing)."""
+        """``load_check`` for many resources in one round trip (batch checks, listing).
+
+        ``subjects=None`` reads every grant that is not one user's: the
+        resource views the cache keeps.
+        """
         unique = sorted(set(resources))
+        subject_filter = (
+            "subject = ANY($2::text[])"
+            if subjects is not None
+            else "NOT starts_with(subject, 'user:')"
+        )
+        args: list[Any] = [unique] if subjects is None else [unique, list(subjects)]
         async with translate_errors():
             rows = await self.pool.fetch(
                 f"""
@@ -264,11 +273,10 @@ class PostgresStore:
                        g.*
                 FROM pairs LEFT JOIN LATERAL (
                     SELECT {_GRANT_COLUMNS} FROM grants
-                    WHERE resource = pairs.id AND subject = ANY($2::text[])
+                    WHERE resource = pairs.id AND {subject_filter}
                 ) g ON true
                 """,
-                unique,
-                list(subjects),
+                *args,
             )
         revision = int(rows[0]["revision"]) if rows else await self.revision()
         ancestors: dict[str, set[str]] = {r: {r} for r in unique}

@@ -1,0 +1,184 @@
+"""The shared cache (L2) in Redis or Valkey, and a circuit breaker around it.
+
+Redis is an optimisation, never a dependency: every failure (down, slow,
+flapping, full) is swallowed here and the caller falls through to Postgres.
+Timeouts are short, and after a few failures in a row the breaker stops
+trying for a while so a dead Redis costs nothing per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from entitlements.domain.model import CheckData, Grant
+
+log = logging.getLogger("entitlements.cache")
+
+
+class CircuitBreaker:
+    """Closed → open after ``threshold`` consecutive failures; half-open after ``cooldown``."""
+
+    def __init__(
+        self, threshold: int = 3, cooldown: float = 2.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self.clock = clock
+        self.failures = 0
+        self.opened_at: float | None = None
+
+    def allow(self) -> bool:
+        if self.opened_at is None:
+            return True
+        # Half-open: let a call through once the cooldown has passed.
+        return self.clock() - self.opened_at >= self.cooldown
+
+    def success(self) -> None:
+        self.failures = 0
+        self.opened_at = None
+
+    def failure(self) -> None:
+        self.failures += 1
+        if self.failures >= self.threshold:
+            self.opened_at = self.clock()
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        return "half-open" if self.allow() else "open"
+
+
+def _dump_grant(g: Grant) -> list[Any]:
+    return [
+        g.id,
+        g.subject,
+        g.resource,
+        sorted(g.actions),
+        sorted(g.territories),
+        sorted(g.exclude_territories),
+        g.valid_from.timestamp() if g.valid_from else None,
+        g.valid_until.timestamp() if g.valid_until else None,
+        g.effect,
+        g.attributes,
+        g.source,
+    ]
+
+
+def _load_grant(v: list[Any]) -> Grant:
+    from datetime import UTC
+
+    return Grant(
+        id=v[0],
+        subject=v[1],
+        resource=v[2],
+        actions=frozenset(v[3]),
+        territories=frozenset(v[4]),
+        exclude_territories=frozenset(v[5]),
+        valid_from=datetime.fromtimestamp(v[6], UTC) if v[6] is not None else None,
+        valid_until=datetime.fromtimestamp(v[7], UTC) if v[7] is not None else None,
+        effect=v[8],
+        attributes=v[9],
+        source=v[10],
+    )
+
+
+def dumps(data: CheckData) -> bytes:
+    return orjson.dumps(
+        [data.revision, sorted(data.ancestors), [_dump_grant(g) for g in data.grants]]
+    )
+
+
+def loads(raw: bytes) -> CheckData:
+    revision, ancestors, grants = orjson.loads(raw)
+    return CheckData(int(revision), frozenset(ancestors), tuple(_load_grant(g) for g in grants))
+
+
+class RedisGrantCache:
+    """Grant sets in Redis under ``{prefix}{kind}:{key}``, with a TTL as a backstop.
+
+    Entries are validated by the caller's ``ChangeIndex`` after reading, so a
+    stale entry in Redis is harmless: it is read, found invalid, and replaced.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "ent:",
+        ttl: int = 3600,
+        breaker: CircuitBreaker | None = None,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.ttl = ttl
+        self.breaker = breaker or CircuitBreaker()
+        self.on_error = on_error
+
+    @classmethod
+    def from_url(cls, url: str, *, timeout: float = 0.05, **kwargs: Any) -> RedisGrantCache:
+        client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry_on_timeout=False,
+            health_check_interval=0,
+        )
+        return cls(client, **kwargs)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    def _key(self, kind: str, key: str) -> str:
+        return f"{self.prefix}{kind}:{key}"
+
+    def _failed(self, op: str, exc: BaseException) -> None:
+        self.breaker.failure()
+        if self.on_error is not None:
+            self.on_error(op)
+        log.debug("redis %s failed: %s", op, type(exc).__name__)
+
+    async def get_many(self, kind: str, keys: Sequence[str]) -> list[CheckData | None]:
+        if not keys or not self.breaker.allow():
+            return [None] * len(keys)
+        try:
+            raws = await self.client.mget([self._key(kind, k) for k in keys])
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed("get", exc)
+            return [None] * len(keys)
+        self.breaker.success()
+        out: list[CheckData | None] = []
+        for raw in raws:
+            try:
+                out.append(loads(raw) if raw is not None else None)
+            except (ValueError, TypeError, IndexError, KeyError):
+                out.append(None)  # a corrupt entry is a miss, not an error
+        return out
+
+    async def put_many(self, kind: str, items: Sequence[tuple[str, CheckData]]) -> None:
+        if not items or not self.breaker.allow():
+            return
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key, data in items:
+                    pipe.set(self._key(kind, key), dumps(data), ex=self.ttl)
+                await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed("set", exc)
+            return
+        self.breaker.success()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except (RedisError, OSError, TimeoutError):
+            return False

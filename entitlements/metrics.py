@@ -1,0 +1,46 @@
+"""Prometheus metrics (module-level, as prometheus-client intends: one registry per process).
+
+With several uvicorn workers, ``entitlements serve`` sets PROMETHEUS_MULTIPROC_DIR
+before the workers start, and ``/metrics`` aggregates every worker's files.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as prom_multiprocess
+
+REQUEST_SECONDS = Histogram(
+    "entitlements_request_seconds",
+    "HTTP request latency by route template and status class",
+    ["route", "method", "status"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+CACHE_LOOKUPS = Counter(
+    "entitlements_cache_lookups_total",
+    "Grant-set look-ups by cache layer (l1, l2) and result (hit, miss, stale)",
+    ["layer", "result"],
+)
+DB_LOADS = Counter("entitlements_db_loads_total", "Grant sets read from Postgres", ["kind"])
+INVALIDATIONS = Counter(
+    "entitlements_invalidations_total", "Change-feed entries applied to the caches", ["kind"]
+)
+BACKEND_ERRORS = Counter(
+    "entitlements_backend_errors_total", "Failed calls to a backing store", ["backend", "op"]
+)
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text for ``/metrics`` (aggregated across workers when multiprocess)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        prom_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
