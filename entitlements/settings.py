@@ -6,7 +6,6 @@ CLI take this object and hand it on.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,23 +13,7 @@ import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from a number or a string such as ``"15m"``, ``"24h"``, ``"7d"``, ``"500ms"``."""
-    if isinstance(value, bool):
-        raise ValueError("a duration must be a number of seconds or a string like '15m'")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION_RE.fullmatch(value)):
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    else:
-        raise ValueError(f"{value!r} is not a duration like '30s', '15m', '24h' or '7d'")
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
-    return seconds
+from entitlements_client import parse_duration
 
 
 class TrustedIssuer(BaseModel):
@@ -44,7 +27,7 @@ class TrustedIssuer(BaseModel):
     jwks_file: str | None = None
     algorithms: tuple[Literal["EdDSA", "ES256", "RS256"], ...] = ("EdDSA",)
     roles_claim: str = "roles"
-    typ: str = "at+jwt"
+    typ: str | None = "at+jwt"
     max_lifetime: float = 86400.0
 
     _duration = field_validator("max_lifetime", mode="before")(
@@ -83,6 +66,7 @@ class Settings(BaseSettings):
     cache_size: int = Field(
         default=100_000, ge=0, description="L1 entries per process; 0 turns caching off"
     )
+    redis_prefix: str = Field(default="ent:", max_length=64, description="key prefix in Redis")
     redis_timeout: float = Field(default=0.05, gt=0, description="per Redis call, seconds")
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     pool_min_size: int = Field(default=2, ge=1)

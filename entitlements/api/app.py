@@ -60,8 +60,12 @@ def build_verifiers(settings: Settings, own_keys: KeySet, tokens: TokenService) 
         typ=("at+jwt",),
         max_lifetime=settings.token_max_lifetime,
     )
+    # typ None means "this IdP sends no typ"; exclude_none would turn it back into the default.
     external = [
-        IssuerConfig.from_mapping(t.model_dump(exclude_none=True)) for t in settings.trusted_issuers
+        IssuerConfig.from_mapping(
+            t.model_dump(exclude_none=True) | ({"typ": None} if t.typ is None else {})
+        )
+        for t in settings.trusted_issuers
     ]
     exchanged = IssuerConfig(
         issuer=settings.issuer,
@@ -115,6 +119,7 @@ def create_app(settings: Settings) -> FastAPI:
             RedisGrantCache.from_url(
                 settings.redis_url,
                 timeout=settings.redis_timeout,
+                prefix=settings.redis_prefix,
                 on_error=lambda op: metrics.BACKEND_ERRORS.labels("redis", op).inc(),
             )
             if settings.redis_url
