@@ -17,11 +17,11 @@ from entitlements.keys.signing import SigningKeyStore, mint
 from entitlements.settings import Settings
 from entitlements.store.postgres import PostgresStore
 
-LABELS = ["label:acme", "label:indigo"]
+LABELS = ["label:acme", "label:indigo", "label:nova"]
 RELEASES = {
     "release:0602527894567": ["label:acme"],
     "release:5021732125423": ["label:indigo"],
-    "release:0602455123456": ["label:acme"],  # out next month
+    "release:0602455123456": ["label:nova"],  # out next month
     "release:comp-summer-2026": ["label:acme", "label:indigo"],  # a compilation of both
 }
 TRACKS = {
@@ -29,6 +29,7 @@ TRACKS = {
     "track:USRC17607840": ["release:0602527894567"],
     "track:GBUM71029604": ["release:5021732125423", "release:comp-summer-2026"],
     "track:GBUM71029605": ["release:5021732125423"],
+    "track:GBUM71029606": ["release:5021732125423"],
     "track:USRC12600001": ["release:0602455123456"],
 }
 
@@ -135,16 +136,16 @@ async def load_demo(settings: Settings) -> str:
     base = f"http://{settings.host}:{settings.port}"
 
     def curl(tok: str, path: str, body: dict[str, Any] | None = None) -> str:
-        parts = ["curl -s", f'-H "Authorization: Bearer {tok}"']
+        parts = ["curl -s -w '\\n'", f'-H "Authorization: Bearer {tok}"']
         if body is not None:
             parts += [
                 "-H 'Content-Type: application/json'",
                 "-d " + shlex.quote(orjson.dumps(body).decode()),
             ]
-        return " ".join(parts) + f" {base}{path}"
+        return " ".join(parts) + " " + shlex.quote(base + path)
 
     lines = [
-        f"Demo catalogue loaded (revision {revision}): 2 labels, 4 releases, 5 tracks, 6 grants.",
+        f"Demo catalogue loaded (revision {revision}): 3 labels, 4 releases, 6 tracks, 6 grants.",
         "",
         "export ALICE=" + alice + "   # premium plan, bought track:GBUM71029605",
         "export BOB=" + bob + "   # free plan",
@@ -160,7 +161,7 @@ async def load_demo(settings: Settings) -> str:
         curl(
             "$ALICE",
             "/v1/check",
-            {"resource": "track:GBUM71029604", "action": "stream", "territory": "DE"},
+            {"resource": "track:GBUM71029606", "action": "stream", "territory": "DE"},
         ),
         "# a takedown (deny) beats every allow -> reason denied",
         curl(
@@ -182,10 +183,16 @@ async def load_demo(settings: Settings) -> str:
         ),
         "# everything alice may stream in GB",
         curl("$ALICE", "/v1/entitlements?action=stream&territory=GB"),
-        "# ops revokes the acme premium deal (then alice's first check says not_licensed)",
-        'curl -s -X DELETE -H "Authorization: Bearer $OPS" '
-        + base
-        + "/v1/grants/deal-acme-premium",
+        "# ops revokes the acme premium deal ...",
+        "curl -s -w '\\n' -X DELETE -H \"Authorization: Bearer $OPS\" "
+        + shlex.quote(base + "/v1/grants/deal-acme-premium"),
+        "# ... and track:USRC17607839 is now licensed to alice only through the indigo"
+        " compilation, whose deal excludes FR -> reason territory",
+        curl(
+            "$ALICE",
+            "/v1/check",
+            {"resource": "track:USRC17607839", "action": "stream", "territory": "FR"},
+        ),
         "",
         f"API docs: {base}/docs",
     ]
