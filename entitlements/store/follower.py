@@ -48,6 +48,7 @@ class ChangeFollower:
         self._task: asyncio.Task[None] | None = None
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
+        self._advanced = asyncio.Condition()
 
     def add_listener(self, listener: Listener) -> None:
         self.listeners.append(listener)
@@ -76,9 +77,21 @@ class ChangeFollower:
             reached = current if len(changes) < PAGE else changes[-1].revision - 1
             for listener in self.listeners:
                 await listener(changes, max(reached, self.revision))
-            self.revision = max(self.revision, reached)
+            if reached > self.revision:
+                self.revision = reached
+                async with self._advanced:
+                    self._advanced.notify_all()
             if self.revision >= current:
                 return self.revision
+
+    async def wait_past(self, revision: int, timeout: float) -> bool:
+        """Wait until the follower has applied a revision after ``revision`` (or time out)."""
+        async with self._advanced:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._advanced.wait_for(lambda: self.revision > revision), timeout
+                )
+        return self.revision > revision
 
     async def _run(self) -> None:
         while True:
