@@ -91,10 +91,15 @@ def require_scope(scope: str) -> Callable[[Request], Awaitable[VerifiedToken]]:
     return dependency
 
 
+def is_exchanged(token: VerifiedToken) -> bool:
+    typ = token.typ.lower()
+    return typ.removeprefix("application/") == EXCHANGE_TYP
+
+
 def resource_allowed(token: VerifiedToken, resource: str) -> None:
-    """An exchanged token may only ask about the resources it lists."""
-    if token.typ.lower() != EXCHANGE_TYP:
+    """An exchanged token may only ask about the resources it lists (if it lists any)."""
+    if not is_exchanged(token):
         return
     listed = token.claims.get("resources")
-    if isinstance(listed, list) and resource not in listed:
+    if listed is not None and (isinstance(listed, str) or resource not in listed):
         raise PermissionDeniedError("this token is limited to other resources")

@@ -12,7 +12,7 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from entitlements.api.auth import SCOPE_CHECK_ANY, checker, resource_allowed
+from entitlements.api.auth import SCOPE_CHECK_ANY, checker, is_exchanged, resource_allowed
 from entitlements.api.body import json_object, read_json
 from entitlements.domain.model import (
     parse_action,
@@ -192,7 +192,7 @@ async def entitlements(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> Response:
     ent = request.state.ent
-    if token.typ.lower() != "at+jwt" and token.claims.get("resources") is not None:
+    if is_exchanged(token) and token.claims.get("resources") is not None:
         raise PermissionDeniedError("an exchanged token cannot list entitlements")
     page = await ent.checks.list_entitlements(
         user=token.subject,

@@ -12,8 +12,7 @@ from starlette.responses import Response
 from entitlements.api.auth import SCOPE_ADMIN, SCOPE_EXCHANGE, caller, require_scope
 from entitlements.api.body import json_object, read_body, read_json
 from entitlements.errors import FieldError, InvalidInputError, UnauthenticatedError
-from entitlements.settings import parse_duration
-from entitlements_client import InvalidTokenError, VerifiedToken
+from entitlements_client import InvalidTokenError, VerifiedToken, parse_duration
 
 router = APIRouter(tags=["tokens"])
 

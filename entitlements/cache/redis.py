@@ -97,7 +97,7 @@ def dumps(data: CheckData) -> bytes:
     )
 
 
-def loads(raw: bytes) -> CheckData:
+def loads(raw: bytes | str) -> CheckData:
     revision, ancestors, grants = orjson.loads(raw)
     return CheckData(int(revision), frozenset(ancestors), tuple(_load_grant(g) for g in grants))
 

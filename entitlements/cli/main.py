@@ -16,7 +16,8 @@ from typing import Annotated, TypeVar
 import typer
 
 from entitlements.errors import EntitlementsError, InputError
-from entitlements.settings import Settings, parse_duration
+from entitlements.settings import Settings
+from entitlements_client import parse_duration
 
 T = TypeVar("T")
 

@@ -332,7 +332,7 @@ def grant_from_mapping(data: object, *, grant_id: str | None = None) -> Grant:
     excludes = take("exclude_territories", _parse_excludes, required=False) or frozenset()
     valid_from = take("valid_from", parse_time, "valid_from", required=False)
     valid_until = take("valid_until", parse_time, "valid_until", required=False)
-    effect = take("effect", _parse_effect, required=False) or "allow"
+    effect: Effect = take("effect", _parse_effect, required=False) or "allow"
     attributes = take("attributes", _parse_attributes, required=False)
     source = take("source", _parse_source, required=False)
     if valid_from is not None and valid_until is not None and valid_until <= valid_from:

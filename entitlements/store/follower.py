@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
 
 import asyncpg
 
@@ -36,7 +37,7 @@ class ChangeFollower:
         dsn: str,
         *,
         poll_interval: float = 1.0,
-        on_keys: Callable[[], Awaitable[None]] | None = None,
+        on_keys: Callable[[], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self.store = store
         self.dsn = dsn
@@ -48,6 +49,7 @@ class ChangeFollower:
         self._task: asyncio.Task[None] | None = None
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._advanced = asyncio.Condition()
 
     def add_listener(self, listener: Listener) -> None:
@@ -122,7 +124,9 @@ class ChangeFollower:
 
     def _keys_notified(self, *args: object) -> None:
         if self.on_keys is not None:
-            asyncio.get_running_loop().create_task(self.on_keys())
+            task = asyncio.get_running_loop().create_task(self.on_keys())
+            self._tasks.add(task)  # keep a reference until done (asyncio holds only weak ones)
+            task.add_done_callback(self._tasks.discard)
 
     async def _close_listen(self) -> None:
         conn, self._conn = self._conn, None
