@@ -48,6 +48,10 @@ CREATE TABLE IF NOT EXISTS grants (
 -- A check reads the grants of a handful of resources (the resource and its
 -- ancestors) for a handful of subjects: one index probe per (resource, subject).
 CREATE INDEX IF NOT EXISTS grants_resource_subject ON grants (resource, subject);
+-- A resource's shared grants (deals, takedowns: every subject but one user), the
+-- unit the cache keeps per resource, without reading a hot track's purchases.
+CREATE INDEX IF NOT EXISTS grants_resource_shared ON grants (resource, subject)
+    WHERE NOT starts_with(subject, 'user:');
 -- A user's own grants (purchases) and listing by subject.
 CREATE INDEX IF NOT EXISTS grants_subject_resource ON grants (subject, resource);
 -- --replace-source removes a feed's grants that a new file no longer carries.

@@ -256,7 +256,7 @@ def parse_time(value: object, field_name: str) -> datetime:
         text = value.replace("t", "T").replace(" ", "T").replace("z", "Z")
         try:
             return datetime.fromisoformat(text).astimezone(UTC)
-        except ValueError:
+        except (ValueError, OverflowError):  # e.g. 0001-01-01T00:00:00+01:00 is before year 1
             pass
     raise InvalidInputError(
         FieldError(

@@ -171,6 +171,10 @@ class PostgresStore:
                 init=_init_connection,
                 # A restarted Postgres leaves dead sockets in the pool; recycle idle ones.
                 max_inactive_connection_lifetime=60.0,
+                # The check reads are planned in ~0.2 ms and run in ~0.08 ms; their generic
+                # plan is the good one, so plan once per connection, not per check. Every
+                # query here is written to have a good generic plan (no "$1 IS NULL OR").
+                server_settings={"plan_cache_mode": "force_generic_plan"},
             )
         except _UNAVAILABLE as exc:
             raise StoreUnavailableError(
@@ -195,23 +199,46 @@ class PostgresStore:
 
     # --- reads for checks -------------------------------------------------
 
-    _CHECK_SQL = f"""
+    # One index probe per (ancestor, subject) pair, equality on both columns, kept a
+    # parameterized nested loop (OFFSET 0): the cost is bounded by ancestors times subjects,
+    # never by how many deals or purchases a resource has. Views (every subject that is
+    # not one user) probe the partial index grants_resource_shared instead.
+    _ANCESTORS = f"""
         WITH RECURSIVE anc(id, depth) AS (
             SELECT r, 0 FROM unnest($1::text[]) AS r
             UNION
             SELECT p.parent, a.depth + 1
             FROM anc a JOIN resource_parents p ON p.child = a.id
             WHERE a.depth < {MAX_DEPTH}
-        ), ids AS (SELECT DISTINCT id FROM anc)
+        ), ids AS (SELECT DISTINCT id AS rid FROM anc)
         SELECT (SELECT value FROM ent_revision) AS revision,
-               (SELECT array_agg(id) FROM ids) AS ancestors,
+               (SELECT array_agg(rid) FROM ids) AS ancestors,
                g.*
         FROM (SELECT 1) one
+    """
+    _CHECK_SQL = (
+        _ANCESTORS
+        + f"""
         LEFT JOIN LATERAL (
-            SELECT {_GRANT_COLUMNS} FROM grants
-            WHERE resource IN (SELECT id FROM ids) AND subject = ANY($2::text[])
+            SELECT x.* FROM ids CROSS JOIN unnest($2::text[]) AS s(subj)
+            CROSS JOIN LATERAL (
+                SELECT {_GRANT_COLUMNS} FROM grants
+                WHERE resource = ids.rid AND subject = s.subj OFFSET 0
+            ) x
         ) g ON true
     """
+    )
+    _VIEW_SQL = (
+        _ANCESTORS
+        + f"""
+        LEFT JOIN LATERAL (
+            SELECT x.* FROM ids CROSS JOIN LATERAL (
+                SELECT {_GRANT_COLUMNS} FROM grants
+                WHERE resource = ids.rid AND NOT starts_with(subject, 'user:') OFFSET 0
+            ) x
+        ) g ON true
+    """
+    )
 
     async def load_check(self, resource: str, subjects: Sequence[str]) -> CheckData:
         """The resource's ancestors and every grant on them for these subjects, in one snapshot."""
@@ -225,11 +252,8 @@ class PostgresStore:
         This is what a resource contributes to any caller's check, so it is the
         unit the cache keeps per resource.
         """
-        sql = self._CHECK_SQL.replace(
-            "subject = ANY($2::text[])", "NOT starts_with(subject, 'user:')"
-        )
         async with translate_errors():
-            rows = await self.pool.fetch(sql, [resource])
+            rows = await self.pool.fetch(self._VIEW_SQL, [resource])
         return _check_data(rows)
 
     async def load_user_grants(self, user_id: str) -> CheckData:
@@ -253,10 +277,13 @@ class PostgresStore:
         resource views the cache keeps.
         """
         unique = sorted(set(resources))
-        subject_filter = (
-            "subject = ANY($2::text[])"
+        probe = (
+            f"""SELECT x.* FROM unnest($2::text[]) AS s(subj) CROSS JOIN LATERAL (
+                    SELECT {_GRANT_COLUMNS} FROM grants
+                    WHERE resource = pairs.id AND subject = s.subj OFFSET 0) x"""
             if subjects is not None
-            else "NOT starts_with(subject, 'user:')"
+            else f"""SELECT {_GRANT_COLUMNS} FROM grants
+                    WHERE resource = pairs.id AND NOT starts_with(subject, 'user:') OFFSET 0"""
         )
         args: list[Any] = [unique] if subjects is None else [unique, list(subjects)]
         async with translate_errors():
@@ -271,10 +298,7 @@ class PostgresStore:
                 ), pairs AS (SELECT DISTINCT root, id FROM anc)
                 SELECT (SELECT value FROM ent_revision) AS revision, pairs.root, pairs.id AS ancestor,
                        g.*
-                FROM pairs LEFT JOIN LATERAL (
-                    SELECT {_GRANT_COLUMNS} FROM grants
-                    WHERE resource = pairs.id AND {subject_filter}
-                ) g ON true
+                FROM pairs LEFT JOIN LATERAL ({probe}) g ON true
                 """,
                 *args,
             )
@@ -344,17 +368,18 @@ class PostgresStore:
         limit: int = 100,
     ) -> list[Grant]:
         """Grants filtered by resource and/or subject, ordered by id, keyset-paginated."""
+        # Only the filters given appear in the SQL, so each shape has a good generic plan.
+        conditions = ["id > $1"]
+        args: list[Any] = [after or "", limit]
+        for column, value in (("resource", resource), ("subject", subject)):
+            if value is not None:
+                args.append(value)
+                conditions.append(f"{column} = ${len(args)}")
         async with translate_errors():
             rows = await self.pool.fetch(
-                f"""SELECT {_GRANT_COLUMNS} FROM grants
-                    WHERE ($1::text IS NULL OR resource = $1)
-                      AND ($2::text IS NULL OR subject = $2)
-                      AND ($3::text IS NULL OR id > $3)
-                    ORDER BY id LIMIT $4""",
-                resource,
-                subject,
-                after,
-                limit,
+                f"""SELECT {_GRANT_COLUMNS} FROM grants WHERE {" AND ".join(conditions)}
+                    ORDER BY id LIMIT $2""",
+                *args,
             )
         return [grant_from_record(r) for r in rows]
 
