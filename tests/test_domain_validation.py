@@ -112,7 +112,9 @@ def test_the_json_form_round_trips() -> None:
 # --- territories ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad", ["UK", "gb", "Gb", "XX", "GBR", "", " GB", "GB ", "EU", None, 12, ["GB"]])
+@pytest.mark.parametrize(
+    "bad", ["UK", "gb", "Gb", "XX", "GBR", "", " GB", "GB ", "EU", None, 12, ["GB"]]
+)
 def test_parse_territory_refuses(bad: object) -> None:
     assert fields(parse_territory, bad) == ["territory"]
     assert fields(parse_territory, bad, "where") == ["where"]
@@ -340,9 +342,9 @@ def test_a_resource_with_parents() -> None:
 
 
 def test_a_resource_cannot_be_its_own_parent() -> None:
-    assert fields(resource_from_mapping, {"id": "track:t1", "parents": ["release:r1", "track:t1"]}) == [
-        "parents.1"
-    ]
+    assert fields(
+        resource_from_mapping, {"id": "track:t1", "parents": ["release:r1", "track:t1"]}
+    ) == ["parents.1"]
     assert fields(resource_from_mapping, {"parents": ["track:t1"]}, resource_id="track:t1") == [
         "parents.0"
     ]
@@ -403,9 +405,7 @@ def test_an_unknown_field_name_is_truncated() -> None:
         ([f"a{i}" for i in range(33)], ["actions"]),
     ],
 )
-def test_actions_must_be_lowercase_identifiers(
-    actions: object, bad_fields: list[str]
-) -> None:
+def test_actions_must_be_lowercase_identifiers(actions: object, bad_fields: list[str]) -> None:
     assert fields(grant_from_mapping, base(actions=actions)) == bad_fields
 
 
@@ -487,6 +487,7 @@ def test_an_id_from_the_url_must_agree_with_the_body() -> None:
 
 
 def test_a_grant_must_be_an_object() -> None:
+    data: object
     for data in (None, [], "grant", 1):
         assert fields(grant_from_mapping, data) == [""]
 
@@ -597,9 +598,12 @@ def test_assigned_codes_are_present(code: str) -> None:
 
 @pytest.mark.parametrize(
     "code",
-    # Reserved (UK, EU, UN, EZ), user-assigned (XK, XX, AA, QM, ZZ), deleted
-    # (AN, YU, CS, TP, ZR, BU, DD, SU) and lowercase forms.
-    ["UK", "EU", "UN", "EZ", "XK", "XX", "AA", "QM", "ZZ", "AN", "YU", "CS", "TP", "ZR", "BU", "DD", "SU", "gb", "us"],
+    [
+        *("UK", "EU", "UN", "EZ"),  # reserved
+        *("XK", "XX", "AA", "QM", "ZZ"),  # user-assigned
+        *("AN", "YU", "CS", "TP", "ZR", "BU", "DD", "SU"),  # deleted
+        *("gb", "us"),  # lowercase
+    ],
 )
 def test_unassigned_codes_are_absent(code: str) -> None:
     assert code not in ISO_3166_ALPHA2

@@ -47,12 +47,14 @@ def relevant(grants: Iterable[Grant], query: Query) -> list[Grant]:
 
 def _decide(grants: Sequence[Grant], territory: str, at: datetime) -> tuple[Reason, Grant | None]:
     allow: Grant | None = None
+    deny: Grant | None = None
     licensed_elsewhere = future_here = past_here = False
     for g in grants:
         here = g.covers(territory)
         if g.effect == "deny":
-            if here and g.active_at(at):
-                return "denied", g
+            # Pick the deny as allows are picked, so the answer never depends on row order.
+            if here and g.active_at(at) and (deny is None or _lasts_longer(g, deny)):
+                deny = g
             continue
         if not here:
             licensed_elsewhere = True
@@ -63,6 +65,8 @@ def _decide(grants: Sequence[Grant], territory: str, at: datetime) -> tuple[Reas
             future_here = True
         else:
             past_here = True
+    if deny is not None:
+        return "denied", deny
     if allow is not None:
         return "granted", allow
     # The most helpful "no": something licensed here is coming, or was here, or
