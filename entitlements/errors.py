@@ -11,7 +11,9 @@ One root, branched by cause, so an adapter can map a whole branch at once::
     │   ├── UnauthenticatedError    no token, or one that fails         → 401
     │   └── PermissionDeniedError   a valid token lacking the right     → 403
     └── BackendError                a store we depend on failed
-        └── StoreUnavailableError   Postgres cannot answer              → 503
+        ├── StoreUnavailableError   Postgres cannot answer              → 503
+        └── EmbeddedPostgresError   the embedded server would not start (CLI, exit 1;
+                                    defined in entitlements.store.embedded)
 
 The HTTP mapping lives in one place, ``entitlements.api.problems``; the domain and
 the service raise these and never know about HTTP.
