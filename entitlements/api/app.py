@@ -6,6 +6,7 @@ typed lifespan state (``request.state.ent``); there are no module globals.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -160,6 +161,11 @@ def create_app(settings: Settings) -> FastAPI:
             source=source,
             redis=redis,
         )
+        # Everything built so far lives as long as the process: move it out of the
+        # garbage collector's view, so full collections (~57 ms with a warm app) do
+        # not land on requests.
+        gc.collect()
+        gc.freeze()
         try:
             yield {"ent": state}
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -14,6 +15,7 @@ class TimingMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._children: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -33,6 +35,11 @@ class TimingMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            metrics.REQUEST_SECONDS.labels(template, scope["method"], f"{status // 100}xx").observe(
-                time.perf_counter() - start
-            )
+            key = (template, scope["method"], status // 100)
+            child = self._children.get(key)
+            if child is None:  # label look-up costs microseconds; do it once per route
+                child = metrics.REQUEST_SECONDS.labels(
+                    template, scope["method"], f"{status // 100}xx"
+                )
+                self._children[key] = child
+            child.observe(time.perf_counter() - start)

@@ -50,7 +50,8 @@ class CachedGrantSource:
     ) -> None:
         self.store = store
         self.index = index
-        self.local = local or LocalCache(index)
+        # Not `local or ...`: an empty LocalCache is falsy (it has __len__).
+        self.local = local if local is not None else LocalCache(index)
         self.shared = shared
         self.staleness = staleness
         self._inflight: dict[tuple[str, str], asyncio.Future[CheckData]] = {}

@@ -1,0 +1,172 @@
+"""Bulk import over HTTP: ``POST /v1/imports`` and ``GET /v1/imports/{id}``, scope
+``entitlements:import``.
+
+The body (CSV or NDJSON: by ``?format=``, else by ``Content-Type``) is read
+chunk by chunk as it arrives and fed to the import, never held whole, so an
+upload of any size uses flat memory. The POST answers once the import has
+committed or failed, with its report: 200 for a commit or a dry run, 422
+(problem+json, the report under ``import``) when the file was refused, so
+nothing was imported. ``GET`` returns the same report later.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Path, Query, Request
+from starlette.responses import Response
+
+from entitlements.api import problems
+from entitlements.api.auth import SCOPE_IMPORT, require_scope
+from entitlements.service.import_formats import Format, Kind
+from entitlements.service.imports import ImportOptions, ImportService
+from entitlements_client import VerifiedToken
+
+router = APIRouter(prefix="/v1", tags=["imports"])
+Importer = Annotated[VerifiedToken, Depends(require_scope(SCOPE_IMPORT))]
+
+CONTENT_TYPES: dict[str, Format] = {
+    "text/csv": "csv",
+    "application/csv": "csv",
+    "application/x-ndjson": "ndjson",
+    "application/ndjson": "ndjson",
+    "application/jsonl": "ndjson",
+    "application/x-jsonlines": "ndjson",
+    "application/jsonlines": "ndjson",
+}
+
+REPORT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "status": {"enum": ["running", "committed", "failed", "dry_run"]},
+        "format": {"enum": ["csv", "ndjson"]},
+        "kind": {"enum": ["grant", "resource"]},
+        "source": {"type": ["string", "null"]},
+        "dry_run": {"type": "boolean"},
+        "skip_invalid": {"type": "boolean"},
+        "counts": {
+            "type": "object",
+            "properties": {
+                k: {"type": "integer"}
+                for k in ("rows", "inserted", "updated", "unchanged", "deleted", "rejected")
+            },
+        },
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "line": {"type": ["integer", "null"]},
+                    "field": {"type": "string"},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+        "error_count": {"type": "integer"},
+        "notes": {"type": "array", "items": {"type": "string"}},
+        "revision": {"type": ["integer", "null"]},
+        "started_at": {"type": "string", "format": "date-time"},
+        "finished_at": {"type": ["string", "null"], "format": "date-time"},
+        "created_by": {"type": "string"},
+    },
+}
+
+_BODY = {"schema": {"type": "string", "format": "binary"}}
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+def format_of(request: Request, explicit: Format | None) -> Format | None:
+    """``?format=`` wins; else the media type of ``Content-Type``; else unknown."""
+    if explicit is not None:
+        return explicit
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return CONTENT_TYPES.get(media)
+
+
+@router.post(
+    "/imports",
+    summary="Bulk-import grants or resources (CSV or NDJSON body, streamed; all or nothing)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"text/csv": _BODY, "application/x-ndjson": _BODY},
+        }
+    },
+    responses={
+        200: {"content": {"application/json": {"schema": REPORT_SCHEMA}}},
+        415: {"description": "neither ?format= nor a known Content-Type"},
+        422: {"description": "the file or the options were refused; nothing was imported"},
+    },
+)
+async def create_import(
+    request: Request,
+    token: Importer,
+    format: Annotated[Literal["csv", "ndjson"] | None, Query()] = None,
+    kind: Annotated[Literal["grant", "resource"], Query()] = "grant",
+    dry_run: Annotated[bool, Query()] = False,
+    skip_invalid: Annotated[bool, Query()] = False,
+    replace_source: Annotated[str | None, Query(max_length=100)] = None,
+) -> Response:
+    chosen = format_of(request, format)
+    if chosen is None:
+        return problems.problem(
+            415,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "send text/csv or application/x-ndjson, or say ?format=csv|ndjson",
+        )
+    service = ImportService(request.state.ent.store.pool)
+    chosen_kind: Kind = kind
+    report = await service.run(
+        request.stream(),
+        ImportOptions(
+            format=chosen,
+            kind=chosen_kind,
+            dry_run=dry_run,
+            skip_invalid=skip_invalid,
+            replace_source=replace_source,
+            created_by=token.subject,
+        ),
+    )
+    body = report.to_json()
+    location = {"Location": f"/v1/imports/{report.id}"}
+    if report.ok:
+        return _json(body, headers=location)
+    return problems.problem(
+        422,
+        "import-failed",
+        "The import was refused; nothing was imported",
+        f"{report.error_count} problem(s); the first: {_first(body)}",
+        headers=location,
+        errors=body["errors"],
+        **{"import": body},
+    )
+
+
+@router.get(
+    "/imports/{import_id}",
+    summary="The report of an import",
+    responses={200: {"content": {"application/json": {"schema": REPORT_SCHEMA}}}},
+)
+async def get_import(
+    request: Request,
+    token: Importer,
+    import_id: Annotated[str, Path(max_length=64)],
+) -> Response:
+    return _json(await ImportService(request.state.ent.store.pool).get(import_id))
+
+
+def _first(body: dict[str, Any]) -> str:
+    errors = body["errors"]
+    if not errors:
+        return "unknown"
+    e = errors[0]
+    where = f"line {e['line']}" if e["line"] is not None else "the file"
+    return f"{where}{' ' + e['field'] if e['field'] else ''}: {e['message']}"
