@@ -34,6 +34,9 @@ from entitlements_client import IssuerConfig, KeySet, TokenVerifier
 
 log = logging.getLogger("entitlements")
 
+REPLAY_REVISIONS = 10_000
+"""How much of the change log a starting worker replays (older Redis entries are distrusted)."""
+
 
 @dataclass(frozen=True, slots=True)
 class AppState:
@@ -146,9 +149,13 @@ def create_app(settings: Settings) -> FastAPI:
             index.apply(changes, revision)
 
         follower.add_listener(on_changes)
-        start_revision = await store.revision()
-        index.start(start_revision)
-        await follower.start(start_revision)
+        # Replay recent history so entries already in Redis from before this worker
+        # started stay usable (they are checked against what changed since they were read).
+        floor = max(0, await store.revision() - REPLAY_REVISIONS)
+        index.start(floor)
+        follower.revision = floor
+        await follower.catch_up()
+        await follower.start(follower.revision)
         state = AppState(
             settings=settings,
             store=store,

@@ -45,10 +45,13 @@ class ChangeIndex:
         self._last: dict[Key, int] = {}
 
     def start(self, revision: int) -> None:
-        """Begin at ``revision``: anything read before it is not trusted."""
+        """Begin at ``revision``: anything read before it is not trusted.
+
+        Not fresh until the first ``apply``/``caught_up``: a worker replays the
+        change log from here before it serves anything from a cache.
+        """
         self.floor = max(self.floor, revision)
         self.revision = max(self.revision, revision)
-        self.fresh_at = self.clock()
 
     def apply(self, events: Iterable[Change], revision: int) -> int:
         """Record changes up to ``revision``; returns how many keys were invalidated."""
