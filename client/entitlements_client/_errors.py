@@ -4,7 +4,10 @@ One root, branches by cause::
 
     EntitlementsClientError          root: catch this to catch everything the SDK raises
     ├── InvalidTokenError            the caller's token is not acceptable (HTTP 401); has ``.code``
-    ├── ForbiddenError               the token is fine but the answer is "no" (HTTP 403)
+    │   └── TokenRejectedError       the service answered 401 for a forwarded token
+    ├── ForbiddenError               the token is fine but the call is refused (HTTP 403)
+    │   └── NotAllowedError          ``ensure``: the service answered, and the answer is no
+    ├── InvalidRequestError          the question is not valid (422; also a ValueError)
     └── UnavailableError             the service or a key endpoint could not answer (fail closed)
 
 ``InvalidToken``, ``Forbidden`` and ``Unavailable`` are aliases with the names
@@ -17,18 +20,23 @@ the server's own logs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     import httpx
+
+    from entitlements_client._models import Decision
 
 __all__ = [
     "INVALID_TOKEN_CODES",
     "EntitlementsClientError",
     "Forbidden",
     "ForbiddenError",
+    "InvalidRequestError",
     "InvalidToken",
     "InvalidTokenError",
+    "NotAllowedError",
+    "TokenRejectedError",
     "Unavailable",
     "UnavailableError",
 ]
@@ -59,6 +67,7 @@ INVALID_TOKEN_CODES: Final[dict[str, str]] = {
     "revocation_check_failed": "token revocation status could not be checked",
     "unsupported_header": "token uses a header parameter that is not supported",
     "bad_algorithm": "token algorithm is not accepted for this key",
+    "rejected_by_service": "the entitlements service refused the token",
 }
 
 
@@ -130,3 +139,56 @@ class UnavailableError(_HTTPError):
 InvalidToken = InvalidTokenError
 Forbidden = ForbiddenError
 Unavailable = UnavailableError
+
+
+class InvalidRequestError(_HTTPError, ValueError):
+    """The question itself is not valid (bad resource, action, territory, ``at``,
+    ``min_revision`` ahead of every write…): raised before any I/O when the SDK can
+    tell, else from the service's 4xx answer (``request``/``response`` then set).
+    Also a :class:`ValueError`."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        request: httpx.Request | None = None,
+        response: httpx.Response | None = None,
+    ) -> None:
+        super().__init__(message, request=request, response=response)
+
+
+class TokenRejectedError(InvalidTokenError):
+    """The service answered 401 for the caller's forwarded token: an
+    :class:`InvalidTokenError` that also carries the HTTP ``request`` and ``response``."""
+
+    request: httpx.Request | None
+    response: httpx.Response | None
+
+    def __init__(
+        self,
+        code: str,
+        message: str | None = None,
+        *,
+        request: httpx.Request | None = None,
+        response: httpx.Response | None = None,
+    ) -> None:
+        super().__init__(code, message)
+        self.request = request
+        self.response = response
+
+
+class NotAllowedError(ForbiddenError):
+    """Raised by ``ensure``: the service answered, and the answer is no.
+
+    ``decision`` is that answer (``decision.reason`` says why: ``territory``,
+    ``expired``, ``not_licensed``…).
+    """
+
+    decision: Decision
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(f"not allowed: {decision.reason}")
+        self.decision = decision
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.decision,))
