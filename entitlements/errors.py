@@ -77,7 +77,11 @@ class AccessError(EntitlementsError):
 
 
 class UnauthenticatedError(AccessError):
-    """No bearer token, or a token that does not verify."""
+    """No bearer token, or a token that does not verify; ``code`` is the verifier's reason."""
+
+    def __init__(self, message: str, code: str = "missing") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class PermissionDeniedError(AccessError):

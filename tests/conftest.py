@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import socket
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,7 +21,7 @@ import asyncpg
 import pytest
 from support import Api, running, settings_for
 
-from entitlements.store.postgres import PostgresStore
+from entitlements.store.postgres import PostgresStore, bump_revision
 
 MACHINE_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 TABLES = "grants, resource_parents, resources, changes, imports, exchanged_tokens"
@@ -123,7 +123,10 @@ async def store(pg_dsn: str) -> AsyncIterator[PostgresStore]:
 @pytest.fixture
 async def clean(store: PostgresStore) -> PostgresStore:
     """The store with every grant, resource and change removed (revisions keep climbing)."""
-    await store.pool.execute(f"TRUNCATE {TABLES}")
+    async with store.pool.acquire() as conn, conn.transaction():
+        await conn.execute(f"TRUNCATE {TABLES}")
+        # Tell every running worker's cache: everything it holds is gone.
+        await bump_revision(conn, [("all", "*")])
     return store
 
 

@@ -284,6 +284,16 @@ def retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+def _token_error(response: httpx.Response) -> str:
+    """The verifier's reason from a 401 problem body (``token_error``), or ``""``."""
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return ""
+    code = body.get("token_error") if isinstance(body, dict) else None
+    return code if isinstance(code, str) else ""
+
+
 def _problem_detail(response: httpx.Response) -> tuple[str, list[dict[str, Any]]]:
     try:
         body = orjson.loads(response.content)
@@ -664,7 +674,7 @@ class BaseEntitlements(Generic[W]):
                     response=response,
                 )
             else:
-                code = detail.rpartition(": ")[2] if detail.startswith("token rejected") else ""
+                code = _token_error(response)
                 failure = TokenRejectedError(
                     code if code in INVALID_TOKEN_CODES else "rejected_by_service",
                     "the entitlements service rejected the token",

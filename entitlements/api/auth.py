@@ -36,11 +36,11 @@ class Authenticator:
             return await self._verify(self.access, token)
         except InvalidTokenError as exc:
             if not (allow_exchanged and exc.code == "bad_type"):
-                raise UnauthenticatedError(f"token rejected: {exc.code}") from exc
+                raise UnauthenticatedError(f"token rejected: {exc.code}", exc.code) from exc
         try:
             return await self._verify(self.exchanged, token)
         except InvalidTokenError as exc:
-            raise UnauthenticatedError(f"token rejected: {exc.code}") from exc
+            raise UnauthenticatedError(f"token rejected: {exc.code}", exc.code) from exc
 
     async def _verify(self, verifier: TokenVerifier, token: str) -> VerifiedToken:
         try:

@@ -52,13 +52,14 @@ def problem(
     )
 
 
-def unauthenticated(detail: str) -> Response:
+def unauthenticated(detail: str, code: str) -> Response:
     return problem(
         401,
         "invalid-token",
         "Invalid or missing access token",
         detail,
         headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        token_error=code,  # the verifier's stable reason (expired, bad_signature, ...)
     )
 
 
@@ -77,7 +78,7 @@ def error_response(exc: Exception) -> Response:
     if isinstance(exc, PayloadTooLargeError):
         return problem(413, "payload-too-large", "Request body too large", str(exc))
     if isinstance(exc, UnauthenticatedError):
-        return unauthenticated(str(exc))
+        return unauthenticated(str(exc), exc.code)
     if isinstance(exc, PermissionDeniedError):
         return problem(403, "forbidden", "Forbidden", str(exc))
     if isinstance(exc, StoreUnavailableError):

@@ -61,7 +61,7 @@ async def exchange(
     try:
         user = await ent.auth.access.averify(subject_tokens[0])
     except InvalidTokenError as exc:
-        raise UnauthenticatedError(f"subject_token rejected: {exc.code}") from exc
+        raise UnauthenticatedError(f"subject_token rejected: {exc.code}", exc.code) from exc
     try:
         lifetime = parse_duration(params.get("expires_in", ["1h"])[0])
     except ValueError as exc:

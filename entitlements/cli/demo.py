@@ -131,6 +131,7 @@ async def load_demo(settings: Settings) -> str:
         alice = token("alice", ["plan:premium"], [])
         bob = token("bob", ["plan:free"], [])
         admin = token("ops", [], ["entitlements:admin", "entitlements:import"])
+        service = token("svc-player", [], ["entitlements:check:any", "entitlements:exchange"])
     finally:
         await store.close()
     base = f"http://{settings.host}:{settings.port}"
@@ -150,6 +151,7 @@ async def load_demo(settings: Settings) -> str:
         "export ALICE=" + alice + "   # premium plan, bought track:GBUM71029605",
         "export BOB=" + bob + "   # free plan",
         "export OPS=" + admin + "   # admin + import scopes",
+        "export SERVICE=" + service + "   # a backend service: check:any (SDK) + exchange",
         "",
         "# alice (premium) may stream an acme track anywhere -> allowed, reason granted",
         curl(
