@@ -670,10 +670,7 @@ async def measure_phase(
     explain = {k: await explain_probe(conn, res, subj) for k, (res, subj) in probes.items()}
     # What the cache's per-resource unit (load_resource_view) costs on the hottest track.
     hot_resource = probes["hot_track"][0]
-    view_sql = PostgresStore._CHECK_SQL.replace(
-        "subject = ANY($2::text[])", "NOT starts_with(subject, 'user:')"
-    )
-    resource_view = await explain_check(conn, view_sql, [[hot_resource]])
+    resource_view = await explain_check(conn, PostgresStore._VIEW_SQL, [[hot_resource]])
     return {
         "phase": name,
         "loadavg_before": loadavg_before,

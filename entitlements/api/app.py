@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import orjson
 from fastapi import FastAPI, Request
 from starlette.responses import Response
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from entitlements import metrics
 from entitlements.api import problems, routes_admin, routes_changes, routes_checks, routes_tokens
@@ -84,6 +86,16 @@ def build_verifiers(settings: Settings, own_keys: KeySet, tokens: TokenService) 
         exchanged=TokenVerifier([exchanged], is_revoked=tokens.revoked.is_revoked),
         on_unknown_key=tokens.reload_keys_if_stale,
     )
+
+
+class HotRoute(Route):
+    """A plain Starlette route that, like FastAPI's, records itself in the scope (for metrics)."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE:
+            child["route"] = self
+        return match, child
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -190,6 +202,13 @@ def create_app(settings: Settings) -> FastAPI:
     problems.install(app)
     app.add_middleware(TimingMiddleware)
     app.include_router(routes_checks.router)
+    # The two hottest routes are also mounted as plain Starlette routes, ahead of the
+    # FastAPI ones (which stay for the OpenAPI document): same handlers, same auth,
+    # without FastAPI's per-request dependency machinery (~20 us of ~80).
+    app.router.routes[0:0] = [
+        HotRoute("/v1/check", routes_checks.check, methods=["POST"]),
+        HotRoute("/v1/check/batch", routes_checks.check_batch, methods=["POST"]),
+    ]
     app.include_router(routes_admin.router)
     app.include_router(routes_tokens.router)
     app.include_router(routes_changes.router)

@@ -118,9 +118,9 @@ class CachedGrantSource:
                 missing.append(key)
         hits = len(out)
         if hits:
-            metrics.CACHE_LOOKUPS.labels("l1", "hit").inc(hits)
+            metrics.L1_HIT.inc(hits)
         if missing or waiting:
-            metrics.CACHE_LOOKUPS.labels("l1", "miss").inc(len(missing) + len(waiting))
+            metrics.L1_MISS.inc(len(missing) + len(waiting))
         if missing:
             loop = asyncio.get_running_loop()
             futures = {key: loop.create_future() for key in missing}
@@ -150,9 +150,9 @@ class CachedGrantSource:
                 if data is not None and self.index.valid(kind, key, data):
                     found[key] = data
             if found:
-                metrics.CACHE_LOOKUPS.labels("l2", "hit").inc(len(found))
+                metrics.L2_HIT.inc(len(found))
             if len(found) < len(keys):
-                metrics.CACHE_LOOKUPS.labels("l2", "miss").inc(len(keys) - len(found))
+                metrics.L2_MISS.inc(len(keys) - len(found))
         rest = [k for k in keys if k not in found]
         fresh: dict[str, CheckData] = {}
         if rest:
