@@ -19,7 +19,14 @@ from starlette.routing import Match, Route
 from starlette.types import Scope
 
 from entitlements import metrics
-from entitlements.api import problems, routes_admin, routes_changes, routes_checks, routes_tokens
+from entitlements.api import (
+    problems,
+    routes_admin,
+    routes_changes,
+    routes_checks,
+    routes_imports,
+    routes_tokens,
+)
 from entitlements.api.auth import EXCHANGE_TYP, Authenticator
 from entitlements.api.timing import TimingMiddleware
 from entitlements.cache.local import ChangeIndex, LocalCache
@@ -212,6 +219,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_admin.router)
     app.include_router(routes_tokens.router)
     app.include_router(routes_changes.router)
+    app.include_router(routes_imports.router)
 
     @app.get("/healthz", tags=["health"], summary="The process is up (public)")
     async def healthz() -> Response:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from entitlements.api import problems
@@ -122,19 +123,22 @@ async def create_import(
             "Unsupported media type",
             "send text/csv or application/x-ndjson, or say ?format=csv|ndjson",
         )
-    service = ImportService(request.state.ent.store.pool)
+    ent = request.state.ent
+    service = ImportService(ent.store.pool, dsn=ent.settings.database_url)
     chosen_kind: Kind = kind
-    report = await service.run(
-        request.stream(),
-        ImportOptions(
-            format=chosen,
-            kind=chosen_kind,
-            dry_run=dry_run,
-            skip_invalid=skip_invalid,
-            replace_source=replace_source,
-            created_by=token.subject,
-        ),
+    options = ImportOptions(
+        format=chosen,
+        kind=chosen_kind,
+        dry_run=dry_run,
+        skip_invalid=skip_invalid,
+        replace_source=replace_source,
+        created_by=token.subject,
     )
+    try:
+        report = await service.run(request.stream(), options)
+    except ClientDisconnect:
+        # The import rolled back and is recorded as failed; nobody is left to answer.
+        return problems.problem(400, "client-disconnected", "The upload was interrupted")
     body = report.to_json()
     location = {"Location": f"/v1/imports/{report.id}"}
     if report.ok:

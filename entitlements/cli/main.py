@@ -15,6 +15,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from entitlements.cli.importing import import_command
 from entitlements.errors import EntitlementsError, InputError
 from entitlements.settings import Settings
 from entitlements_client import parse_duration
@@ -89,6 +90,13 @@ def run(coro_factory: Callable[[], Awaitable[T]]) -> T:
 
 def serve_app(settings: Settings, *, host: str, port: int, workers: int) -> None:
     import uvicorn
+
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Several worker processes: each writes its metrics to files here and /metrics
+        # sums them, whichever worker answers the scrape.
+        import tempfile
+
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="entitlements-metrics-")
 
     uvicorn.run(
         "entitlements.api.asgi:app",
@@ -171,6 +179,10 @@ def keys_list() -> None:
     settings = load_settings()
     with database(settings) as s:
         typer.echo(run(lambda: list_keys(s)))
+
+
+# `entitlements import FILE ...`: its options and behaviour live in cli/importing.py.
+app.command("import")(import_command)
 
 
 def main() -> None:

@@ -1,0 +1,790 @@
+"""Bulk import: stream a file in, validate every record, COPY it to staging, merge in SQL.
+
+One import is one transaction: every row lands or none does (``skip_invalid``
+lands the valid rows and reports the others; ``dry_run`` does everything and
+rolls back). Memory stays flat whatever the file size::
+
+    chunks -> reader (import_formats: split, decode, validate; in a thread) -> batches
+           -> writer: COPY batch to TEMP staging -> duplicate-id check -> merge batch
+           -> at the end: --replace-source delete, resource-graph check, one revision
+
+Batches merge inside the one transaction as they come, so Postgres maintains
+indexes while Python validates the next batch; the reader's thread keeps an
+API worker answering during an upload.
+
+- **Serialized**: every import holds one advisory lock for its transaction, so
+  imports never interleave and files sharing grant ids cannot deadlock.
+- **Counts come from SQL**: a staged row equal (``IS NOT DISTINCT FROM``, in
+  ``grant_row``'s normal form) to the stored one is ``unchanged`` and never
+  written: a re-import writes nothing and the revision does not advance.
+- **One revision per import**, bumped last with ``bump_revision`` (after the row
+  locks, like every writer). Rows carry the revision the import expects; if
+  another write took it meanwhile, ours are corrected before commit. The change
+  feed gets the touched resources and users, or one ``('all', '*')`` when over
+  ``MAX_CHANGE_KEYS`` were touched.
+- **Duplicate ids** in a file are refused naming both lines (``skip_invalid``:
+  the first wins).
+- **replace_source**: that source's grants missing from the file are deleted;
+  records get the source, a record naming another is refused; a row rejected by
+  ``skip_invalid`` keeps its grant if its id could be read; a file without a
+  valid grant is refused, not taken as "delete them all".
+- **Resources** replace their parents; a cycle or a graph deeper than
+  ``MAX_DEPTH`` fails the import, even with ``skip_invalid`` (which edge to drop
+  would be a guess).
+- **Bookkeeping**: the ``imports`` row is written before the transaction (a
+  failed import stays on record) and finalised inside it on commit. A killed
+  import leaves its row ``running`` with no session lock held; the next import,
+  or a GET of it, marks it failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+import uuid
+from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import asyncpg
+import orjson
+
+from entitlements.domain.model import Grant, Resource, format_time, grant_from_mapping
+from entitlements.errors import (
+    EntitlementsError,
+    FieldError,
+    InvalidInputError,
+    NotFoundError,
+    StoreUnavailableError,
+)
+from entitlements.service.import_formats import MAX_LINE_BYTES, Format, Kind, guarded, make_reader
+from entitlements.store.postgres import (
+    MAX_CHANGE_KEYS,
+    MAX_DEPTH,
+    bump_revision,
+    grant_row,
+    translate_errors,
+)
+
+IMPORT_LOCK: Final = 7418820003
+"""pg_advisory_xact_lock key held by every import transaction (imports run one at a time)."""
+GRAPH_LOCK: Final = 7418820002
+"""The lock ``PostgresStore.put_resource`` takes: resource-graph writes are serialized."""
+LIVE_LOCK: Final = 7418821
+"""Session-lock class marking an import as alive: (class, key of the import id)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImportOptions:
+    """What the caller asked for."""
+
+    format: Format
+    kind: Kind = "grant"
+    dry_run: bool = False
+    skip_invalid: bool = False
+    replace_source: str | None = None
+    created_by: str = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class ImportLimits:
+    """Tuning knobs, with defaults meant for production."""
+
+    max_errors: int = 1000
+    batch_rows: int = 20_000
+    max_line: int = MAX_LINE_BYTES
+    lock_timeout: float = 600.0
+    statement_timeout: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Where an import is: records read, bytes read, rows merged, seconds since start."""
+
+    rows: int
+    bytes: int
+    loaded: int
+    elapsed: float
+
+
+@dataclass(slots=True)
+class Counts:
+    """What an import did, row by row (``deleted``: by --replace-source)."""
+
+    rows: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    rejected: int = 0
+
+
+@dataclass(slots=True)
+class ImportReport:
+    """The outcome of one import, as ``POST``/``GET /v1/imports`` and the CLI show it.
+
+    ``status``: ``running``, ``committed``, ``failed`` or ``dry_run``.
+    ``errors`` holds the first ``max_errors`` problems; ``error_count`` all of them.
+    ``revision`` is the data revision after the import (unchanged when nothing
+    changed; for a dry run, the revision it was computed at).
+    """
+
+    id: str
+    status: str
+    format: str
+    kind: str
+    source: str | None
+    dry_run: bool
+    skip_invalid: bool
+    created_by: str
+    started_at: datetime
+    counts: Counts = field(default_factory=Counts)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    error_count: int = 0
+    notes: list[str] = field(default_factory=list)
+    revision: int | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in {"committed", "dry_run"}
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["counts"] = asdict(self.counts)
+        out["started_at"] = format_time(self.started_at)
+        out["finished_at"] = format_time(self.finished_at)
+        return out
+
+    def dumps(self) -> str:
+        """The report as JSON text (passed as ``text``: any connection, codec or not)."""
+        return orjson.dumps(self.to_json()).decode()
+
+
+def pg_array(items: list[str]) -> str:
+    """A Postgres ``text[]`` literal: every element quoted (so ``null`` stays a string)."""
+    if not items:
+        return "{}"
+    flat = "".join(items)
+    if '"' in flat or "\\" in flat:
+        items = [i.replace("\\", "\\\\").replace('"', '\\"') for i in items]
+    return '{"' + '","'.join(items) + '"}'
+
+
+def live_key(import_id: str) -> int:
+    """The int4 key of an import's liveness lock (the same formula as ``_REAP_SQL``)."""
+    # md5 because Postgres has it built in (the reaper computes the same key in SQL);
+    # this is a lock key, not a security measure.
+    digest = hashlib.md5(import_id.encode(), usedforsecurity=False).digest()
+    return int.from_bytes(digest[:4], "big", signed=True)
+
+
+def check_options(options: ImportOptions) -> None:
+    """Refuse impossible combinations before anything is read (exit code 2 / HTTP 422)."""
+    errors: list[FieldError] = []
+    if options.format not in ("ndjson", "csv"):
+        errors.append(FieldError("format", "must be 'csv' or 'ndjson'"))
+    if options.kind not in ("grant", "resource"):
+        errors.append(FieldError("kind", "must be 'grant' or 'resource'"))
+    if options.replace_source is not None:
+        # A source name follows the rule of a grant's source field: ask the validator.
+        probe = dict(id="x", subject="*", resource="x:x", actions=["x"], territories=["*"])
+        try:
+            grant_from_mapping({**probe, "source": options.replace_source})
+        except InvalidInputError as exc:
+            errors.extend(FieldError("replace_source", e.message) for e in exc.errors)
+        if options.format == "csv" and options.kind == "resource":
+            errors.append(
+                FieldError("replace_source", "applies to grants; a resource file has none")
+            )
+    if errors:
+        raise InvalidInputError(errors)
+
+
+# --- staging and merge SQL -------------------------------------------------------
+
+_DATA: Final = (
+    "subject, resource, actions, territories, exclude_territories,"
+    " valid_from, valid_until, effect, attributes, source"
+)  # a grant's columns after id, in grant_row's order
+_DATA_COLUMNS: Final = tuple(_DATA.split(", "))
+_G_COLUMNS: Final = ("id", *_DATA_COLUMNS, "line", "ok")
+
+
+def _columns(alias: str) -> str:
+    return ", ".join(f"{alias}.{c}" for c in _DATA_COLUMNS)
+
+
+_SET_ALL: Final = ", ".join(f"{c} = EXCLUDED.{c}" for c in _DATA_COLUMNS)
+
+
+# TEMP tables: private to the session, no WAL, no indexes to maintain during COPY,
+# gone at commit or rollback (and with the session if the process dies).
+# imp_g holds one batch; attributes are JSON text because asyncpg's binary COPY
+# has no encoder for the jsonb codec the pool installs.
+_STAGING_SQL: Final = """
+CREATE TEMP TABLE imp_g (
+    id text, subject text, resource text, actions text, territories text,
+    exclude_territories text, valid_from timestamptz, valid_until timestamptz,
+    effect text, attributes text, source text, line int, ok boolean
+) ON COMMIT DROP;
+CREATE TEMP TABLE imp_gids (id text PRIMARY KEY, line int NOT NULL) ON COMMIT DROP;
+CREATE TEMP TABLE imp_r (id text, parents text[], line int, ok boolean) ON COMMIT DROP;
+CREATE TEMP TABLE imp_rids (id text PRIMARY KEY, line int NOT NULL) ON COMMIT DROP;
+CREATE TEMP TABLE imp_rb (id text, parents text[], line int, existed boolean) ON COMMIT DROP;
+CREATE TEMP TABLE imp_rchg (id text, line int) ON COMMIT DROP;
+"""
+
+# The change-feed entry of a grant, as ``store.postgres.grant_changes`` makes it.
+_KEY_SQL: Final = (
+    "CASE WHEN starts_with(subject, 'user:') THEN 'user ' || substr(subject, 6)"
+    " ELSE 'resource ' || resource END"
+)
+
+# One batch. The LATERAL ... LIMIT 1 keeps the look-up an index probe per staged
+# row whatever the planner thinks of the unanalysed temp table. Unchanged rows
+# never reach the INSERT, so they are neither written nor locked.
+_MERGE_GRANTS_SQL: Final = f"""
+WITH new AS (
+    SELECT id, subject, resource, actions::text[] AS actions, territories::text[] AS territories,
+           exclude_territories::text[] AS exclude_territories, valid_from, valid_until, effect,
+           attributes::jsonb AS attributes, source
+    FROM imp_g WHERE ok
+), cur AS MATERIALIZED (
+    SELECT n.*, g.subject AS old_subject, g.resource AS old_resource,
+           g.id IS NOT NULL
+           AND ({_columns("g")}) IS NOT DISTINCT FROM ({_columns("n")}) AS same
+    FROM new n
+    LEFT JOIN LATERAL (SELECT * FROM grants WHERE grants.id = n.id LIMIT 1) g ON true
+), up AS (
+    INSERT INTO grants AS t (id, {_DATA}, revision)
+    SELECT id, {_DATA}, $1 FROM cur WHERE NOT same
+    ON CONFLICT (id) DO UPDATE SET {_SET_ALL}, revision = EXCLUDED.revision, updated_at = now()
+    RETURNING t.subject, t.resource, t.xmax = 0 AS inserted
+), touched AS (
+    SELECT subject, resource FROM up
+    UNION
+    SELECT old_subject, old_resource FROM cur WHERE NOT same AND old_subject IS NOT NULL
+)
+SELECT (SELECT count(*) FROM up WHERE inserted) AS inserted,
+       (SELECT count(*) FROM up WHERE NOT inserted) AS updated,
+       ARRAY(SELECT DISTINCT {_KEY_SQL} FROM touched LIMIT $2) AS keys
+"""
+
+_REPLACE_SOURCE_SQL: Final = f"""
+WITH del AS (
+    DELETE FROM grants g
+    WHERE g.source = $1 AND NOT EXISTS (SELECT 1 FROM imp_gids i WHERE i.id = g.id)
+    RETURNING g.subject, g.resource
+)
+SELECT (SELECT count(*) FROM del) AS deleted,
+       ARRAY(SELECT DISTINCT {_KEY_SQL} FROM del LIMIT $2) AS keys
+"""
+
+_CLASSIFY_RESOURCES_SQL: Final = """
+INSERT INTO imp_rb (id, parents, line, existed)
+SELECT b.id, b.parents, b.line, r.id IS NOT NULL
+FROM imp_r b
+LEFT JOIN LATERAL (SELECT id FROM resources WHERE resources.id = b.id LIMIT 1) r ON true
+WHERE b.ok AND (r.id IS NULL OR b.parents IS DISTINCT FROM ARRAY(
+    SELECT p.parent FROM resource_parents p WHERE p.child = b.id ORDER BY p.parent))
+"""
+
+_MERGE_RESOURCES_SQL: Final = (
+    """INSERT INTO resources (id, type, revision)
+       SELECT x, split_part(x, ':', 1), $1
+       FROM (SELECT id AS x FROM imp_rb UNION SELECT unnest(parents) FROM imp_rb) s
+       ORDER BY x ON CONFLICT (id) DO NOTHING""",
+    """UPDATE resources r SET revision = $1, updated_at = now()
+       FROM imp_rb b WHERE r.id = b.id AND b.existed""",
+    "DELETE FROM resource_parents p USING imp_rb b WHERE p.child = b.id AND b.existed",
+    "INSERT INTO resource_parents (child, parent) SELECT id, unnest(parents) FROM imp_rb",
+    "INSERT INTO imp_rchg (id, line) SELECT id, line FROM imp_rb",
+)
+
+# Walk up from every resource whose parents changed: meeting itself is a cycle;
+# the depth rule is check_no_cycle's (MAX_DEPTH levels above a resource).
+_GRAPH_CHECK_SQL: Final = f"""
+WITH RECURSIVE up(start, line, id, depth) AS (
+    SELECT c.id, c.line, p.parent, 1 FROM imp_rchg c JOIN resource_parents p ON p.child = c.id
+    UNION
+    SELECT u.start, u.line, p.parent, u.depth + 1
+    FROM up u JOIN resource_parents p ON p.child = u.id
+    WHERE u.depth <= {MAX_DEPTH} AND u.id <> u.start
+)
+SELECT start, line, bool_or(id = start) AS cycle, max(depth) AS depth
+FROM up GROUP BY start, line
+HAVING bool_or(id = start) OR max(depth) >= {MAX_DEPTH}
+ORDER BY line LIMIT $1
+"""
+
+_MY_XID: Final = "(txid_current() % 4294967296)::text::xid"
+
+_REAP_SQL: Final = f"""
+UPDATE imports SET status = 'failed', finished_at = now(),
+    report = report || jsonb_build_object(
+        'status', 'failed',
+        'finished_at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+        'error_count', 1,
+        'errors', jsonb_build_array(jsonb_build_object('line', NULL, 'field', '', 'message',
+            'the import process stopped before finishing (killed, crashed or disconnected);'
+            || ' nothing from it was imported')))
+WHERE status = 'running' AND ($1::text IS NULL OR id = $1)
+  AND pg_try_advisory_xact_lock({LIVE_LOCK}, ('x' || substr(md5(id), 1, 8))::bit(32)::int)
+"""
+
+
+# --- one run ---------------------------------------------------------------------
+
+
+class _Run:
+    """The mutable state of one import, shared by the reader's sink and the writer.
+
+    It is the ``RecordSink`` too: records arrive here and become staged rows.
+    Only one side touches it at a time (the reader inside ``to_thread``, the
+    event loop between chunks), so it needs no lock.
+    """
+
+    def __init__(self, options: ImportOptions, limits: ImportLimits, report: ImportReport) -> None:
+        self.options = options
+        self.limits = limits
+        self.report = report
+        self.strict = not options.skip_invalid
+        self.failed = False  # strict mode saw a bad row: nothing will land, only validate on
+        self.grants: list[tuple[Any, ...]] = []
+        self.resources: list[tuple[Any, ...]] = []
+        self.valid_grants = 0
+        self.keys: set[tuple[str, str]] = set()
+        self.all_keys = False
+        self.graph_locked = False
+        self.bytes = 0
+        self.loaded = 0
+        self.revision = 0  # the revision the import expects to commit at
+
+    # RecordSink
+
+    def grant(self, line: int, grant: Grant) -> None:
+        self.valid_grants += 1
+        if self.failed:
+            return
+        # grant_row's normal form (sorted lists), with the lists as array literals and
+        # attributes as JSON text: both are cast in SQL. asyncpg's binary text[]
+        # encoder type-checks every element, which cost more than the rest of staging.
+        r = grant_row(grant)
+        arrays = pg_array(r[3]), pg_array(r[4]), pg_array(r[5])
+        attributes = None if r[9] is None else orjson.dumps(r[9]).decode()
+        self.grants.append((*r[:3], *arrays, *r[6:9], attributes, r[10], line, True))
+
+    def resource(self, line: int, resource: Resource) -> None:
+        if not self.failed:
+            self.resources.append((resource.id, list(resource.parents), line, True))
+
+    def reject(
+        self, line: int, errors: Sequence[FieldError], record_id: str | None, kind: Kind
+    ) -> None:
+        self.add_errors(line, errors)
+        if self.strict:
+            self.failed = True
+        elif record_id is not None and kind == "grant":
+            # Staged but never merged: keeps the id out of a --replace-source delete
+            # and lets a later duplicate of it be noticed.
+            self.grants.append((record_id, *(None,) * 10, line, False))
+
+    def note(self, message: str) -> None:
+        self.report.notes.append(message)
+
+    # bookkeeping
+
+    def add_errors(
+        self, line: int | None, errors: Iterable[FieldError], *, row: bool = True
+    ) -> None:
+        """Record problems; ``row``: they reject one record (not the file as a whole)."""
+        report = self.report
+        if row:
+            report.counts.rejected += 1
+        for e in errors:
+            report.error_count += 1
+            if len(report.errors) < self.limits.max_errors:
+                report.errors.append({"line": line, "field": e.field, "message": e.message})
+
+    def hopeless(self) -> bool:
+        """Strict mode with the error list full: reading on cannot change the outcome."""
+        return self.failed and self.report.error_count >= self.limits.max_errors
+
+    def batch_ready(self) -> bool:
+        return len(self.grants) + len(self.resources) >= self.limits.batch_rows
+
+    def take(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        batch = (self.grants, self.resources)
+        self.grants, self.resources = [], []
+        return batch
+
+    def add_keys(self, encoded: Iterable[str]) -> None:
+        if self.all_keys:
+            return
+        for item in encoded:
+            kind, _, key = item.partition(" ")
+            self.keys.add((kind, key))
+        if len(self.keys) > MAX_CHANGE_KEYS:
+            self.all_keys, self.keys = True, set()
+
+    def key_limit(self) -> int:
+        return 0 if self.all_keys else MAX_CHANGE_KEYS + 1
+
+    def changes(self) -> list[tuple[str, str]]:
+        return [("all", "*")] if self.all_keys else sorted(self.keys)
+
+
+Batch = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
+Chunks = AsyncIterable[bytes]
+OnProgress = Callable[[Progress], None] | None
+
+
+class _Db:
+    """The import's connection, every statement with the import's long timeout (the pool's
+    suits API calls, not merging a million rows or the COMMIT that flushes them)."""
+
+    def __init__(self, conn: asyncpg.Connection, timeout: float) -> None:
+        self.conn = conn
+        self.timeout = timeout
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        status: str = await self.conn.execute(sql, *args, timeout=self.timeout)
+        return status
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        return list(await self.conn.fetch(sql, *args, timeout=self.timeout))
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record:
+        return await self.conn.fetchrow(sql, *args, timeout=self.timeout)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self.conn.fetchval(sql, *args, timeout=self.timeout)
+
+    async def copy(self, table: str, rows: list[tuple[Any, ...]], columns: Sequence[str]) -> None:
+        await self.conn.copy_records_to_table(
+            table, records=rows, columns=columns, timeout=self.timeout
+        )
+
+
+class ImportService:
+    """Runs imports against Postgres and answers for them later (``get``).
+
+    With ``dsn`` each import opens a connection of its own for its transaction,
+    so a long upload never holds one of the pool's connections (which serve
+    checks); the pool is used for the short bookkeeping statements. Without it,
+    the transaction borrows a pool connection (the pool then needs two or more).
+    """
+
+    def __init__(
+        self, pool: asyncpg.Pool, limits: ImportLimits | None = None, *, dsn: str | None = None
+    ) -> None:
+        self.pool = pool
+        self.limits = limits or ImportLimits()
+        self.dsn = dsn
+
+    async def get(self, import_id: str) -> dict[str, Any]:
+        """The stored report of an import (a dead ``running`` one is marked failed first)."""
+        async with translate_errors():
+            await self.pool.execute(_REAP_SQL, import_id)
+            row = await self.pool.fetchrow(
+                "SELECT status, report FROM imports WHERE id = $1", import_id
+            )
+        if row is None:
+            raise NotFoundError(f"no import {import_id!r}")
+        return {**row["report"], "status": row["status"]}
+
+    async def run(
+        self, chunks: Chunks, options: ImportOptions, *, progress: OnProgress = None
+    ) -> ImportReport:
+        """Import a stream of bytes. Returns the report, ``failed`` for bad input.
+
+        Raises ``InvalidInputError`` for impossible options (before reading),
+        ``StoreUnavailableError`` when Postgres fails (the import is then rolled
+        back and recorded as failed where possible).
+        """
+        check_options(options)
+        report = ImportReport(
+            id=str(uuid.uuid4()),
+            status="running",
+            format=options.format,
+            kind=options.kind,
+            source=options.replace_source,
+            dry_run=options.dry_run,
+            skip_invalid=options.skip_invalid,
+            created_by=options.created_by,
+            started_at=datetime.now(UTC),
+        )
+        run = _Run(options, self.limits, report)
+        async with translate_errors():
+            own = self.dsn is not None
+            conn = await (asyncpg.connect(self.dsn) if own else self.pool.acquire())
+            try:
+                db = _Db(conn, self.limits.statement_timeout)
+                await db.execute("SELECT pg_advisory_lock($1, $2)", LIVE_LOCK, live_key(report.id))
+                await self.pool.execute(_REAP_SQL, None)
+                await self.pool.execute(
+                    """INSERT INTO imports (id, status, format, source, created_by, created_at,
+                       report) VALUES ($1, 'running', $2, $3, $4, $5, $6::text::jsonb)""",
+                    *(report.id, report.format, report.source, report.created_by),
+                    *(report.started_at, report.dumps()),
+                )
+                await db.execute("BEGIN")
+                try:
+                    return await self._transaction(db, chunks, run, progress)
+                except BaseException as exc:
+                    await self._abandon(db, run, exc)
+                    raise
+            finally:
+                await (conn.close() if own else self.pool.release(conn))
+
+    async def _transaction(
+        self, db: _Db, chunks: Chunks, run: _Run, progress: OnProgress
+    ) -> ImportReport:
+        report, c = run.report, run.report.counts
+        try:
+            await self._begin(db, run)
+            await self._load(db, chunks, run, progress)
+            if not run.failed:
+                await self._finish(db, run)
+        except InvalidInputError as exc:  # the file stopped the import
+            for e in exc.errors:
+                run.add_errors(e.line, [e], row=False)
+            run.failed = True
+        if run.failed:
+            await db.execute("ROLLBACK")
+            c.inserted = c.updated = c.unchanged = c.deleted = 0
+            return await self._record_end(report, "failed")
+        c.unchanged = c.rows - c.rejected - c.inserted - c.updated
+        if run.options.dry_run:
+            report.revision = await db.fetchval("SELECT value FROM ent_revision")
+            await db.execute("ROLLBACK")
+            return await self._record_end(report, "dry_run")
+        if c.inserted or c.updated or c.deleted:
+            report.revision = await self._bump(db, run)
+        else:
+            report.revision = await db.fetchval("SELECT value FROM ent_revision")
+        _finalize(report, "committed")
+        await db.execute(
+            "UPDATE imports SET status = $2, finished_at = $3, report = $4::text::jsonb"
+            " WHERE id = $1",
+            *(report.id, report.status, report.finished_at, report.dumps()),
+        )
+        await db.execute("COMMIT")
+        return report
+
+    async def _begin(self, db: _Db, run: _Run) -> None:
+        """Wait for any other import, create the staging tables, predict the revision."""
+        wait = self.limits.lock_timeout
+        try:
+            await db.conn.execute("SELECT pg_advisory_xact_lock($1)", IMPORT_LOCK, timeout=wait)
+        except TimeoutError:
+            busy = f"another import has held the import lock for over {wait:.0f} s; try later"
+            raise StoreUnavailableError(busy, retry_after=60) from None
+        await db.execute(_STAGING_SQL)
+        run.revision = await db.fetchval("SELECT value + 1 FROM ent_revision")
+
+    async def _load(self, db: _Db, chunks: Chunks, run: _Run, progress: OnProgress) -> None:
+        """Read and validate in a thread while a task writes the finished batches."""
+        options = run.options
+        reader = make_reader(
+            options.format,
+            run,
+            kind=options.kind,
+            replace_source=options.replace_source,
+            max_line=self.limits.max_line,
+        )
+        queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=2)
+        writer = asyncio.create_task(self._write(db, queue, run))
+        started = shown = time.monotonic()
+        try:
+            async for chunk in guarded(chunks):
+                run.bytes += len(chunk)
+                await asyncio.to_thread(reader.feed, chunk)
+                if run.batch_ready():
+                    await _hand(queue, run.take(), writer)
+                if run.hopeless():
+                    break
+                if progress is not None and time.monotonic() - shown >= 0.2:
+                    shown = time.monotonic()
+                    progress(Progress(reader.records, run.bytes, run.loaded, shown - started))
+            else:
+                await asyncio.to_thread(reader.finish)
+            await _hand(queue, run.take(), writer)
+            await _hand(queue, None, writer)
+            await writer
+        except BaseException:
+            writer.cancel()
+            with contextlib.suppress(BaseException):
+                await writer
+            raise
+        finally:
+            run.report.counts.rows = reader.records
+        if progress is not None:
+            elapsed = time.monotonic() - started
+            progress(Progress(reader.records, run.bytes, run.loaded, elapsed))
+
+    async def _write(self, db: _Db, queue: asyncio.Queue[Batch | None], run: _Run) -> None:
+        while (batch := await queue.get()) is not None:
+            grants, resources = batch
+            if run.failed:
+                continue  # the import will roll back: spare the database
+            if grants:
+                await self._write_grants(db, grants, run)
+            if resources and not run.failed:
+                await self._write_resources(db, resources, run)
+            run.loaded += len(grants) + len(resources)
+
+    async def _stage(
+        self, db: _Db, table: str, rows: list[tuple[Any, ...]], columns: Sequence[str], run: _Run
+    ) -> bool:
+        """COPY a batch into ``table`` and refuse ids seen before in the file. False: stop."""
+        ids = table + "ids"
+        await db.execute(f"TRUNCATE {table}")
+        await db.copy(table, rows, columns)
+        status = await db.execute(
+            f"INSERT INTO {ids} (id, line) SELECT id, line FROM {table} ORDER BY line"
+            " ON CONFLICT (id) DO NOTHING"
+        )
+        if int(status.rsplit(" ", 1)[1]) == len(rows):
+            return True
+        again = await db.fetch(
+            f"""SELECT b.line, b.id, i.line AS first FROM {table} b JOIN {ids} i ON i.id = b.id
+                WHERE i.line <> b.line ORDER BY b.line"""
+        )
+        kind = "grant" if table == "imp_g" else "resource"
+        for r in again:
+            message = f"{r['id']!r} appears again: the same {kind} id is at line {r['first']}"
+            run.add_errors(r["line"], [FieldError("id", message)])
+        if run.strict:
+            run.failed = True
+            return False
+        await db.execute(f"DELETE FROM {table} WHERE line = ANY($1::int[])", [r[0] for r in again])
+        return True
+
+    async def _write_grants(self, db: _Db, rows: list[tuple[Any, ...]], run: _Run) -> None:
+        if await self._stage(db, "imp_g", rows, _G_COLUMNS, run):
+            merged = await db.fetchrow(_MERGE_GRANTS_SQL, run.revision, run.key_limit())
+            run.report.counts.inserted += merged["inserted"]
+            run.report.counts.updated += merged["updated"]
+            run.add_keys(merged["keys"])
+
+    async def _write_resources(self, db: _Db, rows: list[tuple[Any, ...]], run: _Run) -> None:
+        if not run.graph_locked:
+            # Taken once, before the first graph write, in put_resource's order.
+            await db.execute("SELECT pg_advisory_xact_lock($1)", GRAPH_LOCK)
+            run.graph_locked = True
+        if not await self._stage(db, "imp_r", rows, ("id", "parents", "line", "ok"), run):
+            return
+        await db.execute("TRUNCATE imp_rb")
+        await db.execute(_CLASSIFY_RESOURCES_SQL)
+        changed = await db.fetchrow(
+            """SELECT count(*) FILTER (WHERE existed) AS updated,
+                      count(*) FILTER (WHERE NOT existed) AS inserted,
+                      ARRAY(SELECT id FROM imp_rb LIMIT $1) AS ids FROM imp_rb""",
+            run.key_limit(),
+        )
+        if changed["updated"] or changed["inserted"]:
+            run.report.counts.inserted += changed["inserted"]
+            run.report.counts.updated += changed["updated"]
+            run.add_keys(f"resource {rid}" for rid in changed["ids"])
+            for i, sql in enumerate(_MERGE_RESOURCES_SQL):
+                await db.execute(sql, *((run.revision,) if i < 2 else ()))
+
+    async def _finish(self, db: _Db, run: _Run) -> None:
+        """After the last batch: the --replace-source delete and the resource-graph check."""
+        source = run.options.replace_source
+        if source is not None:
+            if run.valid_grants == 0:
+                raise InvalidInputError(
+                    FieldError(
+                        "replace_source",
+                        f"the file has no valid grants: replacing source {source!r} with it"
+                        " would remove all of its grants; refused",
+                    )
+                )
+            deleted = await db.fetchrow(_REPLACE_SOURCE_SQL, source, run.key_limit())
+            run.report.counts.deleted = deleted["deleted"]
+            run.add_keys(deleted["keys"])
+        if run.graph_locked:
+            for r in await db.fetch(_GRAPH_CHECK_SQL, self.limits.max_errors):
+                message = (
+                    f"would create a cycle: {r['start']} would be its own ancestor"
+                    if r["cycle"]
+                    else f"the resource graph may be at most {MAX_DEPTH} levels deep"
+                )
+                run.add_errors(r["line"], [FieldError("parents", message)])
+                run.failed = True
+
+    async def _bump(self, db: _Db, run: _Run) -> int:
+        """Advance the revision once; fix our rows if another write took the one we expected."""
+        revision = await bump_revision(db.conn, run.changes())
+        if revision != run.revision:
+            for table in ("grants", "resources"):
+                await db.execute(
+                    f"UPDATE {table} SET revision = $1 WHERE revision = $2 AND xmin = {_MY_XID}",
+                    revision,
+                    run.revision,
+                )
+        return revision
+
+    async def _abandon(self, db: _Db, run: _Run, exc: BaseException) -> None:
+        """A failure that is not the file's fault: roll back, and record it if we still can."""
+        with contextlib.suppress(Exception):
+            await db.execute("ROLLBACK")
+        c = run.report.counts
+        c.inserted = c.updated = c.unchanged = c.deleted = 0
+        if isinstance(exc, asyncio.CancelledError):
+            reason = "interrupted"
+        else:
+            reason = str(exc) if isinstance(exc, EntitlementsError) else type(exc).__name__
+        message = f"the import stopped ({reason}); nothing was imported"
+        run.add_errors(None, [FieldError("", message)], row=False)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._record_end(run.report, "failed"))
+
+    async def _record_end(self, report: ImportReport, status: str) -> ImportReport:
+        """Record a failed or dry run, outside the (rolled back) import transaction.
+
+        ``status = 'running'``: never overwrite a commit whose acknowledgement was lost.
+        """
+        _finalize(report, status)
+        await self.pool.execute(
+            """UPDATE imports SET status = $2, finished_at = $3, report = $4::text::jsonb
+               WHERE id = $1 AND status = 'running'""",
+            *(report.id, report.status, report.finished_at, report.dumps()),
+        )
+        return report
+
+
+def _finalize(report: ImportReport, status: str) -> None:
+    report.status = status
+    report.finished_at = datetime.now(UTC)
+    # File-level problems (no line) first, then by line: the order a person fixes them in.
+    report.errors.sort(key=lambda e: (e["line"] is not None, e["line"] or 0))
+
+
+async def _hand(
+    queue: asyncio.Queue[Batch | None], item: Batch | None, writer: asyncio.Task[None]
+) -> None:
+    """Queue a batch for the writer, or raise the writer's error if it stopped."""
+    put = asyncio.ensure_future(queue.put(item))
+    done, _ = await asyncio.wait({put, writer}, return_when=asyncio.FIRST_COMPLETED)
+    if put not in done:
+        put.cancel()
+        writer.result()  # raises the writer's exception
+        raise RuntimeError("the import writer stopped early")
+
+
+__all__ = [
+    "Counts",
+    "ImportLimits",
+    "ImportOptions",
+    "ImportReport",
+    "ImportService",
+    "Progress",
+    "check_options",
+]
