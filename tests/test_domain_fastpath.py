@@ -1,0 +1,114 @@
+"""The validator's fast path accepts only what the full validator accepts, and the same way."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from entitlements.domain.model import _fast_grant, _grant_from_mapping
+from entitlements.errors import InvalidInputError
+
+# Values near the edges of every rule: valid ones, wrong types, wrong shapes.
+ANY_JUNK = st.one_of(st.none(), st.integers(), st.booleans(), st.floats(), st.text(max_size=5))
+FIELDS: dict[str, Any] = {
+    "id": st.one_of(st.sampled_from(["g1", "a/b:c", "", " g", "x" * 201, "é"]), ANY_JUNK),
+    "subject": st.one_of(
+        st.sampled_from(
+            ["*", "user:u1", "role:plan:premium", "user:", "role:a b", "group:x", "**"]
+        ),
+        ANY_JUNK,
+    ),
+    "resource": st.one_of(
+        st.sampled_from(["track:1", "label:acme", "Track:1", "track:", "t" * 250, "track:a b"]),
+        ANY_JUNK,
+    ),
+    "actions": st.one_of(
+        st.lists(st.sampled_from(["stream", "download", "Stream", "", 3]), max_size=4),
+        st.tuples(st.just("stream")),
+        ANY_JUNK,
+    ),
+    "territories": st.one_of(
+        st.lists(st.sampled_from(["GB", "US", "*", "UK", "gb", "", 1]), max_size=3),
+        st.just(["*"]),
+        st.just(("*",)),
+        ANY_JUNK,
+    ),
+    "exclude_territories": st.one_of(
+        st.lists(st.sampled_from(["DE", "FR", "*", "XX"]), max_size=2), ANY_JUNK
+    ),
+    "valid_from": st.one_of(
+        st.sampled_from(["2026-01-01T00:00:00Z", "2026-02-01T00:00:00+01:00", "2026-01-01", "x"]),
+        ANY_JUNK,
+    ),
+    "valid_until": st.one_of(
+        st.sampled_from(
+            ["2026-01-01T00:00:00Z", "2026-03-01T00:00:00Z", "0001-01-01T00:00:00+01:00"]
+        ),
+        ANY_JUNK,
+    ),
+    "effect": st.one_of(st.sampled_from(["allow", "deny", "Allow", ""]), ANY_JUNK),
+    "attributes": st.one_of(
+        st.just({"q": "hi"}), st.just({"big": "x" * 5000}), st.just([1]), ANY_JUNK
+    ),
+    "source": st.one_of(st.sampled_from(["feed-1", "", "a b"]), ANY_JUNK),
+    "colour": st.just("red"),
+}
+REQUIRED = ("id", "subject", "resource", "actions", "territories")
+
+
+VALID: dict[str, Any] = {
+    "id": st.sampled_from(["g1", "a/b:c"]),
+    "subject": st.sampled_from(["*", "user:u1", "role:plan:premium"]),
+    "resource": st.sampled_from(["track:1", "label:acme"]),
+    "actions": st.lists(st.sampled_from(["stream", "download"]), min_size=1, max_size=3),
+    "territories": st.one_of(st.just(["*"]), st.lists(st.sampled_from(["GB", "US"]), min_size=1)),
+    "exclude_territories": st.lists(st.sampled_from(["DE", "FR"]), max_size=2),
+    "valid_from": st.sampled_from(["2026-01-01T00:00:00Z", "2026-02-01T00:00:00+01:00"]),
+    "valid_until": st.sampled_from(["2026-01-01T00:00:00Z", "2026-03-01T00:00:00Z"]),
+    "effect": st.sampled_from(["allow", "deny"]),
+    "attributes": st.just({"q": "hi"}),
+    "source": st.just("feed-1"),
+}
+
+
+@st.composite
+def grants(draw: st.DrawFn) -> dict[str, Any]:
+    present = draw(st.sets(st.sampled_from(sorted(FIELDS))))
+    # Most rows should be valid or nearly so, or the fast path is never exercised:
+    # usually the required fields, and each field usually a valid value.
+    if draw(st.integers(0, 3)):
+        present |= set(REQUIRED)
+    return {
+        name: draw(VALID[name] if name in VALID and draw(st.integers(0, 4)) else FIELDS[name])
+        for name in present
+    }
+
+
+@settings(max_examples=3000, deadline=None)
+@given(data=grants(), url_id=st.sampled_from([None, "g1", "other"]))
+def test_fast_path_agrees_with_the_full_validator(data: dict[str, Any], url_id: str | None) -> None:
+    fast = _fast_grant(data, url_id)
+    try:
+        full = _grant_from_mapping(data, grant_id=url_id)
+    except InvalidInputError:
+        assert fast is None, data
+        return
+    assert fast is None or fast == full, (data, fast, full)
+
+
+def test_fast_path_takes_an_ordinary_feed_row() -> None:
+    row = {
+        "id": "g-1",
+        "subject": "user:u1",
+        "resource": "track:USRC17600123",
+        "actions": ["stream", "download"],
+        "territories": ["GB", "US"],
+        "exclude_territories": [],
+        "valid_from": "2026-01-01T00:00:00Z",
+        "attributes": {"model": "purchase"},
+        "source": "feed",
+    }
+    fast = _fast_grant(row, None)
+    assert fast is not None and fast == _grant_from_mapping(row)
