@@ -297,8 +297,9 @@ async def test_a_thousand_different_checks_take_a_handful_of_requests(
     assert not any(r.allowed for r in results[1:])  # type: ignore[union-attr]
     # asyncio: every call lands in one loop turn, so one batch. Threads: 1,000 threads
     # released by a barrier wake over ~150 ms (measured), so the sender thread's group
-    # commit takes a few batches (1-4 seen).
-    assert sdk.log.checks <= (2 if sdk.kind == "async" else 5), sdk.log.paths
+    # commit takes a few batches (1-4 seen on a quiet machine, up to 13 while the
+    # machine was busy with other test runs): still 50x fewer than one per call.
+    assert sdk.log.checks <= (2 if sdk.kind == "async" else 20), sdk.log.paths
     assert sdk.log.paths["/v1/check/batch"] >= 1
 
 
