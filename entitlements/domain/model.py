@@ -178,6 +178,13 @@ def resource_type(resource: str) -> str:
     return resource.split(":", 1)[0]
 
 
+def _matching(value: object, pattern: re.Pattern[str], field_name: str, message: str) -> str:
+    """``value`` if it is a string matching ``pattern`` whole, else a field error."""
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise InvalidInputError(FieldError(field_name, message))
+    return value
+
+
 def parse_resource(value: object, field_name: str = "resource") -> str:
     if not isinstance(value, str):
         raise InvalidInputError(FieldError(field_name, "must be a string 'type:id'"))
@@ -193,23 +200,18 @@ def parse_resource(value: object, field_name: str = "resource") -> str:
 
 
 def parse_grant_id(value: object, field_name: str = "id") -> str:
-    if not isinstance(value, str) or not _GRANT_ID_RE.fullmatch(value):
-        raise InvalidInputError(
-            FieldError(
-                field_name,
-                "must be 1-200 characters: letters, digits and ._~@+/:=-, starting with a"
-                " letter or digit",
-            )
-        )
-    return value
+    return _matching(
+        value,
+        _GRANT_ID_RE,
+        field_name,
+        "must be 1-200 characters: letters, digits and ._~@+/:=-, starting with a letter or digit",
+    )
 
 
 def parse_action(value: object, field_name: str = "action") -> str:
-    if not isinstance(value, str) or not _ACTION_RE.fullmatch(value):
-        raise InvalidInputError(
-            FieldError(field_name, "must be a lowercase identifier such as 'stream'")
-        )
-    return value
+    return _matching(
+        value, _ACTION_RE, field_name, "must be a lowercase identifier such as 'stream'"
+    )
 
 
 def parse_territory(value: object, field_name: str = "territory") -> str:
@@ -222,19 +224,15 @@ def parse_territory(value: object, field_name: str = "territory") -> str:
 
 
 def parse_user_id(value: object, field_name: str = "subject") -> str:
-    if not isinstance(value, str) or not _USER_RE.fullmatch(value):
-        raise InvalidInputError(
-            FieldError(field_name, "must be a user id of 1-255 characters without spaces")
-        )
-    return value
+    return _matching(
+        value, _USER_RE, field_name, "must be a user id of 1-255 characters without spaces"
+    )
 
 
 def parse_role(value: object, field_name: str = "roles") -> str:
-    if not isinstance(value, str) or not _ROLE_RE.fullmatch(value):
-        raise InvalidInputError(
-            FieldError(field_name, "must be a role name of 1-128 characters without spaces")
-        )
-    return value
+    return _matching(
+        value, _ROLE_RE, field_name, "must be a role name of 1-128 characters without spaces"
+    )
 
 
 def parse_subject(value: object, field_name: str = "subject") -> str:
@@ -517,11 +515,9 @@ def _parse_attributes(value: object) -> Mapping[str, Any]:
 
 
 def _parse_source(value: object) -> str:
-    if not isinstance(value, str) or not _SOURCE_RE.fullmatch(value):
-        raise InvalidInputError(
-            FieldError("source", "must be a feed name of 1-100 letters, digits and ._~@+/:=-")
-        )
-    return value
+    return _matching(
+        value, _SOURCE_RE, "source", "must be a feed name of 1-100 letters, digits and ._~@+/:=-"
+    )
 
 
 def resource_from_mapping(data: object, *, resource_id: str | None = None) -> Resource:
