@@ -1,6 +1,7 @@
 """Bulk import end to end (1M grants) next to a raw COPY of the same rows, one run.
 
     python benchmarks/bench_import.py [--dsn DSN] [--rows 1000000] [--formats ndjson,csv]
+        [--processes 1]
         [--keep] [--out benchmarks/results/import.json]
 
 What it does:
@@ -19,11 +20,17 @@ What it does:
      validation);
    - *raw COPY, text*: ``COPY ... FROM STDIN`` of a pre-rendered text-format file
      (Postgres parses; almost no Python).
+   And what Postgres alone needs to take the rows into a table like ``grants``
+   (the same columns, constraints and indexes; empty), the floor of any import
+   that keeps the table indexed and serving:
+   - *raw COPY, text, into an indexed copy of grants*.
 4. The import, end to end, as a user runs it: ``entitlements import FILE --json``
-   in a subprocess (its wall time and its own peak RSS via ``wait4``) into the
-   empty ``grants`` table (every row inserted: COPY to staging, duplicate-id
-   check, merge into the indexed table, one revision), then the same file again
-   (every row unchanged: nothing written), then CSV into an emptied table.
+   in a subprocess (its wall time and the peak RSS of it and its worker
+   processes, via ``wait4``) into the empty ``grants`` table (every row
+   inserted), the same with ``--processes N`` (read by N worker processes;
+   ``--processes``, default 1),
+   then the same file again (every row unchanged: nothing written), then CSV
+   into an emptied table.
 5. The Python ceiling: the reader and validator alone over the NDJSON file (no
    database), to show how much of the import is per-row Python.
 
@@ -309,7 +316,29 @@ async def floors(dsn: str, paths: dict[str, Path], rows: int) -> dict[str, Any]:
             "rows_per_s": round(rows / seconds),
             "load_before": load_before,
         }
-        await conn.execute("DROP TABLE floor_binary; DROP TABLE floor_text; CHECKPOINT")
+        await conn.execute(
+            """DROP TABLE IF EXISTS floor_indexed;
+               CREATE TABLE floor_indexed (LIKE grants INCLUDING ALL);
+               ALTER TABLE floor_indexed ALTER revision SET DEFAULT 0;
+               CHECKPOINT"""
+        )
+        load_before = load()
+        started = time.perf_counter()
+        await conn.copy_to_table(
+            "floor_indexed", source=paths["copy"], columns=FLOOR_COLUMNS, timeout=3600
+        )
+        seconds = time.perf_counter() - started
+        out["raw_copy_indexed"] = {
+            "seconds": round(seconds, 3),
+            "rows_per_s": round(rows / seconds),
+            "load_before": load_before,
+            "indexes": await conn.fetchval(
+                "SELECT count(*) FROM pg_indexes WHERE tablename = 'floor_indexed'"
+            ),
+        }
+        await conn.execute(
+            "DROP TABLE floor_binary; DROP TABLE floor_text; DROP TABLE floor_indexed; CHECKPOINT"
+        )
     finally:
         await conn.close()
     return out
@@ -349,7 +378,9 @@ async def drop(admin: str) -> None:
         await conn.close()
 
 
-def benchmark(admin: str, rows: int, formats: list[str], keep: bool) -> dict[str, Any]:
+def benchmark(
+    admin: str, rows: int, formats: list[str], keep: bool, processes: int = 1
+) -> dict[str, Any]:
     started = time.perf_counter()
     dsn, server = asyncio.run(prepare(admin))
     result: dict[str, Any] = {
@@ -382,6 +413,11 @@ def benchmark(admin: str, rows: int, formats: list[str], keep: bool) -> dict[str
                 before = load()
                 runs[f"{fmt}_insert"] = run_cli(dsn, paths[fmt]) | {"load_before": before}
                 if fmt == "ndjson":
+                    asyncio.run(reset(dsn))
+                    before = load()
+                    runs["ndjson_insert_workers"] = run_cli(
+                        dsn, paths[fmt], "--processes", str(processes)
+                    ) | {"load_before": before}
                     before = load()
                     runs[f"{fmt}_unchanged"] = run_cli(dsn, paths[fmt]) | {"load_before": before}
             result["import"] = runs
@@ -396,6 +432,9 @@ def benchmark(admin: str, rows: int, formats: list[str], keep: bool) -> dict[str
         "times_raw_copy_at_most": 3.0,
         "times_raw_copy_binary": round(first["seconds"] / result["raw_copy_binary"]["seconds"], 2),
         "times_raw_copy_text": round(first["seconds"] / result["raw_copy_text"]["seconds"], 2),
+        "times_raw_copy_indexed": round(
+            first["seconds"] / result["raw_copy_indexed"]["seconds"], 2
+        ),
     }
     result["load_at_end"] = load()
     result["runtime_s"] = round(time.perf_counter() - started, 1)
@@ -423,8 +462,15 @@ def table(result: dict[str, Any]) -> str:
 
     line("raw COPY, text (server-side parse, unindexed table)", result["raw_copy_text"])
     line("raw COPY, binary (asyncpg, prebuilt tuples, unindexed table)", result["raw_copy_binary"])
+    indexed = result["raw_copy_indexed"]
+    line(
+        f"raw COPY, text, into an empty copy of grants ({indexed['indexes']} indexes):"
+        " Postgres alone",
+        indexed,
+    )
     names = {
         "ndjson_insert": "import NDJSON into empty grants (all inserted)",
+        "ndjson_insert_workers": "the same, read by worker processes (--processes N)",
         "ndjson_unchanged": "import NDJSON again (all unchanged)",
         "csv_insert": "import CSV into empty grants (all inserted)",
     }
@@ -443,7 +489,8 @@ def table(result: dict[str, Any]) -> str:
         "",
         f"Targets: >= {t['rows_per_s_at_least']:,} rows/s: {met} ({t['rows_per_s']:,});"
         f" within {t['times_raw_copy_at_most']:.0f}x of a raw COPY: {near}"
-        f" ({t['times_raw_copy_binary']}x binary, {t['times_raw_copy_text']}x text).",
+        f" ({t['times_raw_copy_binary']}x binary, {t['times_raw_copy_text']}x text);"
+        f" {t['times_raw_copy_indexed']}x the COPY into an indexed copy of grants.",
     ]
     return "\n".join(lines)
 
@@ -457,13 +504,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--formats", default="ndjson,csv", help="comma-separated: ndjson,csv")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="reader processes for the second NDJSON run"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
     parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/import.json"), help="JSON results"
     )
     args = parser.parse_args(argv)
     formats = [f for f in args.formats.split(",") if f]
-    result = benchmark(args.dsn, args.rows, formats, args.keep)
+    result = benchmark(args.dsn, args.rows, formats, args.keep, args.processes)
     print(table(result))
     print(f"\n(runtime {result['runtime_s']} s; load average at end {result['load_at_end']})")
     args.out.parent.mkdir(parents=True, exist_ok=True)

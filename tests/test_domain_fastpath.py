@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from entitlements.domain.model import _fast_grant, _grant_from_mapping
+from entitlements.domain.model import (
+    _fast_grant,
+    _fast_row,
+    _grant_from_mapping,
+    grant_row,
+    grant_row_from_mapping,
+)
 from entitlements.errors import InvalidInputError
 
 # Values near the edges of every rule: valid ones, wrong types, wrong shapes.
@@ -90,12 +97,32 @@ def grants(draw: st.DrawFn) -> dict[str, Any]:
 @given(data=grants(), url_id=st.sampled_from([None, "g1", "other"]))
 def test_fast_path_agrees_with_the_full_validator(data: dict[str, Any], url_id: str | None) -> None:
     fast = _fast_grant(data, url_id)
+    row = _fast_row(data, url_id)
     try:
         full = _grant_from_mapping(data, grant_id=url_id)
     except InvalidInputError:
-        assert fast is None, data
+        assert fast is None and row is None, data
         return
     assert fast is None or fast == full, (data, fast, full)
+    # The row the import stages is the normal form the store keeps of the same grant.
+    assert row is None or row == grant_row(full), (data, row, full)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(data=grants())
+def test_import_row_is_the_api_grant_row(data: dict[str, Any]) -> None:
+    """Bulk import's entry point accepts, refuses and normalises exactly as the API does."""
+    try:
+        full = _grant_from_mapping(data)
+    except InvalidInputError as exc:
+        try:
+            grant_row_from_mapping(data)
+        except InvalidInputError as same:
+            assert same.errors == exc.errors
+        else:
+            raise AssertionError(f"the import accepted what the API refuses: {data}") from None
+        return
+    assert grant_row_from_mapping(data) == grant_row(full)
 
 
 def test_fast_path_takes_an_ordinary_feed_row() -> None:
@@ -112,3 +139,38 @@ def test_fast_path_takes_an_ordinary_feed_row() -> None:
     }
     fast = _fast_grant(row, None)
     assert fast is not None and fast == _grant_from_mapping(row)
+    assert _fast_row(row, None) == grant_row(fast)
+    assert _fast_row(row, None)[3:6] == (("download", "stream"), ("GB", "US"), ())
+
+
+COPY_SPECIALS = st.sampled_from(["\t", "\n", "\r", "\\", "\x00"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    field=st.sampled_from(["id", "subject", "resource", "source", "actions"]),
+    before=st.text(alphabet="abc:", max_size=4),
+    special=COPY_SPECIALS,
+    after=st.text(alphabet="abc", max_size=4),
+)
+def test_identifiers_never_hold_what_copy_text_would_have_to_escape(
+    field: str, before: str, special: str, after: str
+) -> None:
+    """The import writes ids, subjects, resources, sources and actions into COPY text
+    unescaped (entitlements.service.pg_copy.copy_text): the validator must refuse
+    tabs, line breaks, backslashes and NULs in all of them."""
+    row = {
+        "id": "g1",
+        "subject": "user:u1",
+        "resource": "track:t1",
+        "actions": ["stream"],
+        "territories": ["GB"],
+        "source": "feed",
+    }
+    value = before + special + after
+    bad = {**row, field: [value] if field == "actions" else value}
+    for prefix in ("", "user:", "track:"):
+        if field in ("subject", "resource"):
+            bad[field] = prefix + value
+        with pytest.raises(InvalidInputError):
+            grant_row_from_mapping(bad)

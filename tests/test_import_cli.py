@@ -6,6 +6,7 @@ Also the two properties only a real process can show: a SIGKILL halfway through 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import select
@@ -215,10 +216,33 @@ def run_measured(dsn: str, path: Path, tmp: Path) -> tuple[int, str, int]:
     return code, done.stdout, peak
 
 
+def descendants(pid: int) -> list[str]:
+    """The processes under ``pid``, at any depth (Linux: /proc/<pid>/task/<tid>/children)."""
+    found: list[str] = []
+    todo = [str(pid)]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                kids = (task / "children").read_text().split()
+                found += kids
+                todo += kids
+    return found
+
+
+def running(pid: str) -> bool:
+    """Whether a process runs (a zombie waiting for its new parent to reap it does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 def kill_when_loading(dsn: str, path: Path, rows: int = 40_000) -> None:
     """Start an import and SIGKILL it once ``rows`` rows are merged (uncommitted)."""
     with subprocess.Popen(
-        [ENTITLEMENTS, "import", str(path)],
+        [ENTITLEMENTS, "import", str(path), "--processes", "2"],
         env=env_for(dsn),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -233,9 +257,17 @@ def kill_when_loading(dsn: str, path: Path, rows: int = 40_000) -> None:
             assert time.monotonic() < deadline, "the import never started loading"
         else:
             raise AssertionError("the import ended before it could be killed")
+        # Read by worker processes (--processes 2), which the kernel kills when their
+        # parent dies (PR_SET_PDEATHSIG): nothing of the import is left running.
+        children = descendants(proc.pid)
+        assert len(children) >= 2, children  # the readers (and multiprocessing's tracker)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         assert proc.returncode == -signal.SIGKILL
+        deadline = time.monotonic() + 10
+        while (alive := [c for c in children if running(c)]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive, f"processes of the killed import still run: {alive}"
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from entitlements.domain.model import grant_from_mapping
+from entitlements.domain.model import GrantRow, grant_from_mapping, grant_from_row
 from entitlements.service.import_formats import make_reader
 
 TERRITORIES = ("GB;IE", "*", "US;CA", "DE;AT;CH", "FR", "JP")
@@ -113,8 +113,8 @@ class ListSink:
         self.rejected: list[tuple[int, list[tuple[str, str]], str | None]] = []
         self.notes: list[str] = []
 
-    def grant(self, line: int, grant: Any) -> None:
-        self.grants.append((line, grant))
+    def grant(self, line: int, row: GrantRow) -> None:
+        self.grants.append((line, grant_from_row(row)))
 
     def resource(self, line: int, resource: Any) -> None:
         self.resources.append((line, resource))

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 from test_import_helpers import (
@@ -20,6 +21,7 @@ from test_import_helpers import (
 
 from entitlements.domain.model import grant_from_mapping, resource_from_mapping
 from entitlements.errors import InvalidInputError, NotFoundError, StoreUnavailableError
+from entitlements.service import imports
 from entitlements.service.import_formats import read_file
 from entitlements.service.imports import (
     ImportLimits,
@@ -39,11 +41,12 @@ async def run(
     data: bytes,
     options: ImportOptions = NDJSON,
     limits: ImportLimits | None = None,
+    chunk: int = 65536,
     **changes: Any,
 ) -> ImportReport:
     if changes:
         options = ImportOptions(**{**_fields(options), **changes})
-    return await ImportService(store.pool, limits).run(chunked(data), options)
+    return await ImportService(store.pool, limits).run(chunked(data, chunk), options)
 
 
 def _fields(options: ImportOptions) -> dict[str, Any]:
@@ -216,8 +219,9 @@ async def seed_sources(store: PostgresStore) -> None:
         await store.put_grant(grant_from_mapping(grant_record(1) | {"id": gid, "source": source}))
 
 
+@pytest.mark.parametrize("chunk", [65536, 60], ids=["one-batch", "row-by-row"])
 async def test_replace_source_removes_that_sources_grants_missing_from_the_file(
-    clean: PostgresStore,
+    clean: PostgresStore, chunk: int
 ) -> None:
     await seed_sources(clean)
     data = ndjson_lines(
@@ -227,7 +231,10 @@ async def test_replace_source_removes_that_sources_grants_missing_from_the_file(
             grant_record(5) | {"id": "a5", "source": "feed-b"},  # another feed's row: refused
         ]
     )
-    report = await run(clean, data, replace_source="feed-a", skip_invalid=True)
+    limits = ImportLimits(batch_rows=1)
+    report = await run(
+        clean, data, limits=limits, chunk=chunk, replace_source="feed-a", skip_invalid=True
+    )
     assert report.status == "committed", report.errors
     assert counts(report) == (3, 1, 1, 0, 2, 1)
     assert report.errors[0]["line"] == 3 and report.errors[0]["field"] == "source"
@@ -235,10 +242,16 @@ async def test_replace_source_removes_that_sources_grants_missing_from_the_file(
     assert [tuple(r) for r in rows] == [("a1", "feed-a"), ("a4", "feed-a"), ("b1", "feed-b")]
 
 
-async def test_replace_source_keeps_grants_whose_rows_were_rejected(clean: PostgresStore) -> None:
+@pytest.mark.parametrize("chunk", [65536, 60], ids=["one-batch", "row-by-row"])
+async def test_replace_source_keeps_grants_whose_rows_were_rejected(
+    clean: PostgresStore, chunk: int
+) -> None:
     await seed_sources(clean)
     data = ndjson_lines([grant_record(1) | {"id": "a1"}, {"id": "a2", "subject": "typo"}])
-    report = await run(clean, data, replace_source="feed-a", skip_invalid=True)
+    limits = ImportLimits(batch_rows=1)
+    report = await run(
+        clean, data, limits=limits, chunk=chunk, replace_source="feed-a", skip_invalid=True
+    )
     assert report.counts.deleted == 1 and report.counts.rejected == 1
     ids = [r["id"] for r in await clean.pool.fetch("SELECT id FROM grants ORDER BY id")]
     assert ids == ["a1", "a2", "b1"]
@@ -263,28 +276,168 @@ async def test_impossible_options_are_refused_before_reading(clean: PostgresStor
 # --- duplicates, dry run -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("batch_rows", [10_000, 3])
-async def test_the_same_id_twice_is_refused_naming_both_lines(
-    clean: PostgresStore, batch_rows: int
+@pytest.mark.parametrize(
+    ("batches", "stored", "first"),
+    [
+        ("one", False, "at line 3"),
+        # Line 3 was COPY'd straight into grants by an earlier batch: its line is not kept.
+        ("many", False, "on an earlier line"),
+        # Line 3's grant was stored before: it went through staging, which keeps lines.
+        ("many", True, "at line 3"),
+    ],
+)
+async def test_the_same_id_twice_is_refused_naming_where(
+    clean: PostgresStore, batches: str, stored: bool, first: str
 ) -> None:
     records = [grant_record(i) for i in range(10)]
     records[7] = grant_record(2) | {"territories": ["JP"]}
-    limits = ImportLimits(batch_rows=batch_rows)
-    report = await run(clean, ndjson_lines(records), limits=limits)
+    data = ndjson_lines(records)
+    # Batches are cut between chunks: a chunk a line long makes batches of 3 rows.
+    limits, chunk = (
+        (ImportLimits(), 65536) if batches == "one" else (ImportLimits(batch_rows=3), 90)
+    )
+    if stored:
+        await clean.put_grant(grant_from_mapping(grant_record(2) | {"territories": ["FR"]}))
+    before = await count(clean)
+    report = await run(clean, data, limits=limits, chunk=chunk)
     assert report.status == "failed"
-    assert report.errors == [
-        {
-            "line": 8,
-            "field": "id",
-            "message": "'g0000002' appears again: the same grant id is at line 3",
-        }
-    ]
-    assert await count(clean) == 0
-    skipped = await run(clean, ndjson_lines(records), limits=limits, skip_invalid=True)
-    assert counts(skipped) == (10, 9, 0, 0, 0, 1)
+    message = f"'g0000002' appears again: the same grant id is {first}"
+    assert report.errors == [{"line": 8, "field": "id", "message": message}]
+    assert await count(clean) == before
+    skipped = await run(clean, data, limits=limits, chunk=chunk, skip_invalid=True)
+    inserted, updated = (8, 1) if stored else (9, 0)
+    assert counts(skipped) == (10, inserted, updated, 0, 0, 1)
+    # The first wins.
     assert (await clean.get_grant("g0000002")).territories == grant_from_mapping(
         records[2]
     ).territories
+
+
+async def test_every_field_lands_exactly_as_the_api_would_store_it(clean: PostgresStore) -> None:
+    """COPY text round trip: escapes in attributes, offsets and fractions in times, lists
+    given unsorted and repeated, an action named like SQL's null, a deny."""
+    records = [
+        {
+            "id": "odd/1:x=y",
+            "subject": "user:a.b~c@d+e|f",
+            "resource": "track:A-1_b.c~d@e+f/g:h=i",
+            "actions": ["stream", "null", "download", "stream"],
+            "territories": ["US", "GB", "US"],
+            "exclude_territories": [],
+            "valid_from": "2026-01-31T23:59:59.123456+05:30",
+            "valid_until": "2027-06-01T00:00:00Z",
+            "effect": "deny",
+            "attributes": {"note": 'a\\b "c"\nd\te \\N', "n": [1, 2.5, None], "ü": "✓"},
+            "source": "feed.v2",
+        },
+        {
+            "id": "plain",
+            "subject": "*",
+            "resource": "release:r1",
+            "actions": ["stream"],
+            "territories": ["*"],
+            "exclude_territories": ["FR", "DE"],
+        },
+    ]
+    report = await run(clean, ndjson_lines(records))
+    assert counts(report) == (2, 2, 0, 0, 0, 0), report.errors
+    for record in records:
+        assert await clean.get_grant(record["id"]) == grant_from_mapping(record)
+    # And the API's own write of the same grants changes nothing: they are equal as stored.
+    for record in records:
+        assert not (await clean.put_grant(grant_from_mapping(record))).changed
+    assert counts(await run(clean, ndjson_lines(records))) == (2, 0, 0, 2, 0, 0)
+
+
+async def test_a_grant_another_client_creates_mid_import_fails_it_retryably(
+    clean: PostgresStore, pg_dsn: str
+) -> None:
+    """The other client's uncommitted row is invisible to the look-up, so the import COPYs
+    the same id, waits for that client, and fails cleanly when it commits."""
+    other = await asyncpg.connect(pg_dsn)
+    try:
+        tx = other.transaction()
+        await tx.start()
+        await other.execute(
+            """INSERT INTO grants (id, subject, resource, actions, territories, revision)
+               VALUES ('g0000005', '*', 'track:other', '{stream}', '{GB}', 0)"""
+        )
+        task = asyncio.create_task(run(clean, ndjson_lines(grant_record(i) for i in range(10))))
+        waiting = 0
+        for _ in range(200):
+            waiting = await clean.pool.fetchval(
+                """SELECT count(*) FROM pg_stat_activity
+                   WHERE wait_event_type = 'Lock' AND query ILIKE 'COPY%grants%'"""
+            )
+            if waiting or task.done():
+                break
+            await asyncio.sleep(0.05)
+        assert waiting == 1
+        await tx.commit()
+        with pytest.raises(StoreUnavailableError) as caught:
+            await task
+    finally:
+        await other.close()
+    assert "run the import again" in str(caught.value)
+    assert caught.value.retry_after is not None
+    rows = await clean.pool.fetch("SELECT id, resource FROM grants")
+    assert [tuple(r) for r in rows] == [("g0000005", "track:other")]
+    stored = await clean.pool.fetchrow("SELECT status, report FROM imports")
+    assert stored["status"] == "failed"
+    assert "run the import again" in stored["report"]["errors"][0]["message"]
+    # Run again: the other client's grant is now stored, and is updated to the file's.
+    again = await run(clean, ndjson_lines(grant_record(i) for i in range(10)))
+    assert counts(again) == (10, 9, 1, 0, 0, 0)
+
+
+@pytest.mark.parametrize("stored_between", [0, 200], ids=["range-scan", "probe-each-id"])
+async def test_new_stored_and_repeated_ids_are_told_apart_however_ids_spread(
+    clean: PostgresStore, stored_between: int
+) -> None:
+    """A batch's ids are looked up by one range scan, or (when the range holds many
+    other grants) one probe per id: the counts and duplicates come out the same."""
+    # Stored grants whose ids sort between the file's: g0000000 .. g0000199 (every other
+    # one in the file's range) make the range hold far more grants than the batch.
+    for i in range(0, stored_between):
+        await clean.put_grant(grant_from_mapping(grant_record(i * 5 + 1, prefix="g")))
+    await clean.put_grant(grant_from_mapping(grant_record(10) | {"territories": ["JP"]}))
+    await clean.put_grant(grant_from_mapping(grant_record(20)))
+    records = [grant_record(i) for i in (0, 10, 20, 30, 40, 995)] + [grant_record(30)]
+    before = await count(clean)
+    report = await run(clean, ndjson_lines(records), skip_invalid=True)
+    # 0, 40, 995 new; 10 updated; 20 unchanged; 30 new, then again on line 7.
+    assert counts(report) == (7, 4, 1, 1, 0, 1), report.errors
+    assert report.errors == [
+        {
+            "line": 7,
+            "field": "id",
+            "message": "'g0000030' appears again: the same grant id is at line 4",
+        }
+    ]
+    assert await count(clean) == before + 4
+    assert (await clean.get_grant("g0000010")) == grant_from_mapping(grant_record(10))
+
+
+@pytest.mark.parametrize("kept", [100_000, 1], ids=["kept-in-memory", "asked-of-postgres"])
+async def test_a_valid_row_repeating_a_rejected_rows_id_is_a_duplicate(
+    clean: PostgresStore, kept: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past MAX_REJECTED_IDS the import stops keeping rejected ids and asks imp_gids.
+    monkeypatch.setattr(imports, "MAX_REJECTED_IDS", kept)
+    records = [grant_record(i) for i in range(8)]
+    records[1] = records[1] | {"territories": ["UK"]}  # rejected, id g0000001
+    records[2] = records[2] | {"territories": ["XX"]}  # rejected, id g0000002
+    records[6] = grant_record(1)  # valid, but g0000001 again
+    data = ndjson_lines(records)
+    report = await run(clean, data, limits=ImportLimits(batch_rows=1), chunk=60, skip_invalid=True)
+    assert counts(report) == (8, 5, 0, 0, 0, 3)
+    assert report.errors[-1] == {
+        "line": 7,
+        "field": "id",
+        "message": "'g0000001' appears again: the same grant id is at line 2",
+    }
+    with pytest.raises(NotFoundError):
+        await clean.get_grant("g0000001")
 
 
 async def test_dry_run_reports_and_changes_nothing(clean: PostgresStore) -> None:

@@ -301,9 +301,13 @@ def test_answers_map_to_typed_errors_and_never_to_an_allow() -> None:
     assert all(isinstance(o, UnavailableError) for o in short)
     forbidden, _ = base._read(answer(403, {"detail": "needs scope"}), two, None)
     assert isinstance(forbidden[0], ForbiddenError) and forbidden[0].response is not None
-    ours, _ = base._read(answer(401, {"detail": "token rejected: expired", "token_error": "expired"}), two, None)
+    ours, _ = base._read(
+        answer(401, {"detail": "token rejected: expired", "token_error": "expired"}), two, None
+    )
     assert isinstance(ours[0], UnavailableError)  # the service token: not the user's fault
-    theirs, _ = base._read(answer(401, {"detail": "token rejected: expired", "token_error": "expired"}), two, "tok")
+    theirs, _ = base._read(
+        answer(401, {"detail": "token rejected: expired", "token_error": "expired"}), two, "tok"
+    )
     assert isinstance(theirs[0], TokenRejectedError) and theirs[0].code == "expired"
     busy, _ = base._read(answer(503, {"title": "down"}), two, None)
     assert isinstance(busy[0], UnavailableError)

@@ -135,7 +135,9 @@ async def create_import(
         created_by=token.subject,
     )
     try:
-        report = await service.run(request.stream(), options)
+        length = request.headers.get("content-length", "")
+        size = int(length) if length.isdigit() else None  # a large NDJSON upload: read in parallel
+        report = await service.run(request.stream(), options, size_hint=size)
     except ClientDisconnect:
         # The import rolled back and is recorded as failed; nobody is left to answer.
         return problems.problem(400, "client-disconnected", "The upload was interrupted")

@@ -84,6 +84,16 @@ def import_command(
     json_output: Annotated[
         bool, typer.Option("--json", help="print the full report as JSON on stdout")
     ] = False,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            "--processes",
+            min=0,
+            max=64,
+            help="worker processes reading an NDJSON file of 16 MiB or more (default: with"
+            " 3+ CPUs one per CPU but one, at most 4, else 0: read in this process)",
+        ),
+    ] = None,
 ) -> None:
     """Bulk-import grants or resources: validated, all or nothing, idempotent."""
     from entitlements.cli.main import database, fail, load_settings, run
@@ -102,7 +112,8 @@ def import_command(
     )
     settings = load_settings()
     with database(settings) as s, ProgressDisplay(file.stat().st_size) as show:
-        report = run(lambda: _import(s, file, options, show))
+        size = file.stat().st_size
+        report = run(lambda: _import(s, file, size, options, show, processes))
     if json_output:
         typer.echo(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode())
     else:
@@ -112,10 +123,15 @@ def import_command(
 
 
 async def _import(
-    settings: Settings, file: Path, options: ImportOptions, show: ProgressDisplay
+    settings: Settings,
+    file: Path,
+    size: int,
+    options: ImportOptions,
+    show: ProgressDisplay,
+    processes: int | None,
 ) -> ImportReport:
     from entitlements.service.import_formats import read_file
-    from entitlements.service.imports import ImportService
+    from entitlements.service.imports import ImportLimits, ImportService
     from entitlements.store.postgres import PostgresStore
 
     assert settings.database_url is not None
@@ -123,8 +139,9 @@ async def _import(
         settings.database_url, min_size=1, max_size=2, timeout=settings.db_timeout
     )
     try:
-        service = ImportService(store.pool, dsn=settings.database_url)
-        return await service.run(read_file(str(file)), options, progress=show)
+        limits = ImportLimits(read_processes=processes)
+        service = ImportService(store.pool, limits, dsn=settings.database_url)
+        return await service.run(read_file(str(file)), options, progress=show, size_hint=size)
     finally:
         await store.close()
 

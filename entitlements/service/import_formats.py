@@ -12,9 +12,9 @@ file size:
   ``exclude_territories``, ``parents``) are ``;``-separated, with spaces around
   items ignored; ``attributes`` is a JSON object in one cell.
 
-Every record goes through the API's one validator, ``grant_from_mapping`` or
-``resource_from_mapping``; this module only decodes the file into the mapping
-the API would have received.
+Every record goes through the API's one validator (``grant_row_from_mapping``:
+``grant_from_mapping`` giving the store's row; ``resource_from_mapping``); this
+module only decodes the file into the mapping the API would have received.
 
 Decisions about hostile input (each refusal names the line):
 
@@ -49,9 +49,9 @@ import orjson
 from entitlements.domain.model import (
     GRANT_FIELDS,
     MAX_ID_LENGTH,
-    Grant,
+    GrantRow,
     Resource,
-    grant_from_mapping,
+    grant_row_from_mapping,
     resource_from_mapping,
 )
 from entitlements.errors import FieldError, InvalidInputError
@@ -77,7 +77,9 @@ _UTF16_BOMS: Final = (b"\xff\xfe", b"\xfe\xff")
 class RecordSink(Protocol):
     """Where a reader puts what it read (the import service batches it for COPY)."""
 
-    def grant(self, line: int, grant: Grant) -> None: ...
+    def grant(self, line: int, row: GrantRow) -> None:
+        """A valid grant, in the store's normal form (``grant_row``)."""
+        ...
 
     def resource(self, line: int, resource: Resource) -> None: ...
 
@@ -123,55 +125,37 @@ def _no_constants(name: str) -> Any:
 _STRICT_JSON: Final = json.JSONDecoder(
     object_pairs_hook=_unique_pairs, parse_constant=_no_constants
 )
-_NEEDLES: dict[str, bytes] = {k: f'"{k}"'.encode() for k in (*GRANT_FIELDS, "kind", "parents")}
+_WHITESPACE: Final = b" \t\r\n"
 
 
-def _needle(key: str) -> bytes:
-    found = _NEEDLES.get(key)
-    return found if found is not None else b'"' + key.encode() + b'"'
+def _surely_unique(raw: bytes, value: Any, nested: str | None = None) -> bool:
+    """A cheap proof that the JSON text ``raw`` (parsed: ``value``) has no duplicate keys,
+    or False when it cannot tell (the exact decoder then decides).
 
+    orjson keeps the last of duplicate keys silently, so the parsed value alone
+    cannot tell. Two proofs, each sound:
 
-def _flat_unique(raw: bytes, obj: dict[str, Any]) -> bool:
-    """True if each key of ``obj`` occurs once as a string in ``raw`` and no value nests.
-
-    Only meaningful for a ``raw`` without backslashes (see ``_surely_unique``).
+    - ``raw`` is byte for byte what orjson writes for ``value`` (compact JSON in
+      key order: what most feed generators write). A text with a repeated key
+      cannot be the serialisation of a dict, whose keys are unique.
+    - Otherwise, without backslashes no string holds a ``"``, so every ``"``
+      delimits a string, and every key is a string followed (after optional
+      whitespace) by ``:``. With whitespace removed, ``":`` then occurs once for
+      every key in the text, at any depth, plus once for each string value that
+      starts with ``:``. If that count equals the keys we hold (the top level,
+      and the object under ``nested``), none was lost; a repeated key anywhere
+      would make the count larger.
     """
-    for key, value in obj.items():
-        if type(value) is dict or type(value) is list or raw.count(_needle(key)) != 1:
-            return False
-    return True
-
-
-def _surely_unique(raw: bytes, obj: dict[str, Any]) -> bool:
-    """A cheap proof that the record ``raw`` has no duplicate keys, or False when it cannot tell.
-
-    orjson keeps the last of duplicate keys silently, so the parsed object alone
-    cannot tell. Without backslashes no string holds a ``"``, so every ``"`` in
-    the text delimits a string, and:
-
-    - compact JSON (no whitespace after a ``"``): every key is ``"...":``, so
-      ``raw.count(b'":')`` counts every key in the text (or more, if a string
-      starts with ``:``); equal to the keys we hold means none was lost;
-    - otherwise ``raw.count(b'"k"')`` is how many strings equal ``k``: 1 for
-      each key we hold means none occurs twice.
-
-    Escapes, unknown keys, containers nested in ``attributes`` or a value equal
-    to a key name fall back to the exact decoder. Objects nested elsewhere sit
-    in fields the validator refuses anyway (actions are strings, not objects).
-    """
-    if b"\\" in raw:
+    try:
+        if orjson.dumps(value) == raw:
+            return True
+    except (TypeError, orjson.JSONEncodeError):
         return False
-    attributes = obj.get("attributes")
-    keys = len(obj) + (len(attributes) if type(attributes) is dict else 0)
-    if b'" ' not in raw and b'"\t' not in raw and b'"\r' not in raw:
-        return raw.count(b'":') == keys
-    needles = _NEEDLES
-    count = raw.count
-    for key in obj:
-        needle = needles.get(key)
-        if needle is None or count(needle) != 1:
-            return False
-    return type(attributes) is not dict or _flat_unique(raw, attributes)
+    if type(value) is not dict or b"\\" in raw:
+        return False
+    inner = value.get(nested) if nested is not None else None
+    keys = len(value) + (len(inner) if type(inner) is dict else 0)
+    return raw.translate(None, _WHITESPACE).count(b'":') == keys
 
 
 def _find_duplicate(raw: bytes | str) -> FieldError | None:
@@ -221,16 +205,28 @@ def loads_strict(raw: str) -> Any:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidInputError(_json_problem(raw, exc)) from None
-    if isinstance(value, dict | list):
-        data = raw.encode()
-        if b"\\" in data or not isinstance(value, dict) or not _flat_unique(data, value):
-            duplicate = _find_duplicate(raw)
-            if duplicate is not None:
-                raise InvalidInputError(duplicate)
+    if isinstance(value, dict | list) and not _surely_unique(raw.encode(), value):
+        duplicate = _find_duplicate(raw)
+        if duplicate is not None:
+            raise InvalidInputError(duplicate)
     return value
 
 
 # --- physical lines -----------------------------------------------------------
+
+
+def strip_bom(head: bytes, sink: RecordSink) -> bytes:
+    """The first bytes of a file (at least 3, or all of it) without a UTF-8 byte-order
+    mark, noted; a UTF-16 or UTF-32 mark stops the import."""
+    if head.startswith(_UTF8_BOM):
+        sink.note("a UTF-8 byte-order mark at the start of the file was ignored")
+        return head[len(_UTF8_BOM) :]
+    if head.startswith(_UTF16_BOMS):
+        raise fatal(
+            1,
+            "the file is UTF-16 or UTF-32 (it starts with a byte-order mark): save it as UTF-8",
+        )
+    return head
 
 
 class _LineSplitter:
@@ -245,6 +241,14 @@ class _LineSplitter:
         self.lines = 0  # complete lines handed out so far
         self._tail = b""
         self._head: bytes | None = b""  # the first bytes, until the BOM question is settled
+
+    @property
+    def at_start(self) -> bool:
+        return self._head is not None
+
+    @at_start.setter
+    def at_start(self, value: bool) -> None:
+        self._head = b"" if value else None
 
     def feed(self, chunk: bytes) -> tuple[int, list[bytes]] | None:
         if self._head is not None:
@@ -283,15 +287,7 @@ class _LineSplitter:
         return first, lines
 
     def _start(self, head: bytes) -> bytes:
-        if head.startswith(_UTF8_BOM):
-            self.sink.note("a UTF-8 byte-order mark at the start of the file was ignored")
-            return head[len(_UTF8_BOM) :]
-        if head.startswith(_UTF16_BOMS):
-            raise fatal(
-                1,
-                "the file is UTF-16 or UTF-32 (it starts with a byte-order mark): save it as UTF-8",
-            )
-        return head
+        return strip_bom(head, self.sink)
 
     def _check(self, lines: list[bytes], data: bytes, end: int) -> None:
         nul = data.find(b"\x00", 0, end)
@@ -307,10 +303,19 @@ class _LineSplitter:
                     raise self._too_long(self.lines + offset)
 
     def _too_long(self, line: int) -> InvalidInputError:
-        return fatal(
-            line,
-            f"the line is longer than {self.max_line} bytes; is this the right file and format?",
-        )
+        return too_long(line, self.max_line)
+
+
+def too_long(line: int, max_line: int) -> InvalidInputError:
+    """Line ``line`` is longer than ``max_line`` bytes: the import stops."""
+    return fatal(
+        line, f"the line is longer than {max_line} bytes; is this the right file and format?"
+    )
+
+
+def no_records() -> InvalidInputError:
+    """An NDJSON file (or upload) without a single record."""
+    return fatal(None, "the file has no records (it is empty)")
 
 
 # --- records --------------------------------------------------------------------
@@ -336,17 +341,27 @@ class _Records:
 
     def finish(self) -> None:
         """End of input: read what is left and refuse a file without records."""
+        self.flush()
+        self._end()
+
+    def flush(self) -> None:
+        """Read a last line that has no newline (``finish`` without the end-of-file checks)."""
         got = self._lines.finish()
         if got is not None:
             self._parse(*got)
-        self._end()
+
+    def start_at(self, first_line: int) -> None:
+        """Read a part of a file whose first line is ``first_line`` (a worker's segment):
+        lines are numbered from there, and no byte-order mark is looked for."""
+        self._lines.lines = first_line - 1
+        self._lines.at_start = False
 
     def _parse(self, first: int, lines: list[bytes]) -> None:
         raise NotImplementedError
 
     def _end(self) -> None:
         if self.records == 0:
-            raise fatal(None, "the file has no records (it is empty)")
+            raise no_records()
 
     def _emit(self, line: int, data: dict[str, Any], kind: object) -> None:
         sink = self.sink
@@ -370,11 +385,11 @@ class _Records:
                     )
                     return
             try:
-                grant = grant_from_mapping(data)
+                row = grant_row_from_mapping(data)
             except InvalidInputError as exc:
                 sink.reject(line, exc.errors, _grant_id(data), "grant")
                 return
-            sink.grant(line, grant)
+            sink.grant(line, row)
         elif kind == "resource":
             try:
                 resource = resource_from_mapping(data)
@@ -415,7 +430,7 @@ class NdjsonReader(_Records):
                     line, (FieldError("", "a record must be a JSON object"),), None, default
                 )
                 continue
-            if not _surely_unique(raw, obj):
+            if not _surely_unique(raw, obj, "attributes"):
                 duplicate = _find_duplicate(raw)
                 if duplicate is not None:
                     sink.reject(line, (duplicate,), _grant_id(obj), default)
@@ -632,5 +647,8 @@ __all__ = [
     "guarded",
     "loads_strict",
     "make_reader",
+    "no_records",
     "read_file",
+    "strip_bom",
+    "too_long",
 ]

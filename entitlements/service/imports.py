@@ -1,16 +1,22 @@
-"""Bulk import: stream a file in, validate every record, COPY it to staging, merge in SQL.
+"""Bulk import: stream a file in, validate every record, COPY it into Postgres.
 
 One import is one transaction: every row lands or none does (``skip_invalid``
 lands the valid rows and reports the others; ``dry_run`` does everything and
 rolls back). Memory stays flat whatever the file size::
 
-    chunks -> reader (import_formats: split, decode, validate; in a thread) -> batches
-           -> writer: COPY batch to TEMP staging -> duplicate-id check -> merge batch
+    chunks -> reader (import_formats: split, decode, validate, render COPY text;
+              in a thread) -> batches of rows
+           -> writer, per batch: which ids are stored already? (one indexed look-up)
+              new ids      -> COPY straight into grants
+              stored ids   -> COPY to TEMP staging -> merge in SQL (update or unchanged)
            -> at the end: --replace-source delete, resource-graph check, one revision
 
-Batches merge inside the one transaction as they come, so Postgres maintains
-indexes while Python validates the next batch; the reader's thread keeps an
-API worker answering during an upload.
+A label feed is mostly new rows on its first load and mostly unchanged rows
+after: new rows pay only their COPY (Postgres' cheapest way in, with the
+table's indexes maintained as they land), stored ones a comparison and, if
+changed, an update. Batches land as they come, so Postgres maintains indexes
+while Python validates the next batch; the reader's thread keeps an API worker
+answering during an upload.
 
 - **Serialized**: every import holds one advisory lock for its transaction, so
   imports never interleave and files sharing grant ids cannot deadlock.
@@ -23,7 +29,14 @@ API worker answering during an upload.
   feed gets the touched resources and users, or one ``('all', '*')`` when over
   ``MAX_CHANGE_KEYS`` were touched.
 - **Duplicate ids** in a file are refused naming both lines (``skip_invalid``:
-  the first wins).
+  the first wins). A row is known to this import if the file staged its id
+  (``imp_gids``, with its line) or this transaction wrote it (``xmin``: a row
+  COPY'd straight in, whose line is not kept, so the message says "an earlier
+  line").
+- **A concurrent writer** (``PUT /v1/grants/{id}``) that creates a grant whose
+  id this import is about to COPY between the look-up and the COPY fails the
+  import as retryable (nothing lands; run it again). One that comes after waits
+  for the import's commit.
 - **replace_source**: that source's grants missing from the file are deleted;
   records get the source, a record naming another is refused; a row rejected by
   ``skip_invalid`` keeps its grant if its id could be read; a file without a
@@ -40,19 +53,21 @@ API worker answering during an upload.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
+import os
 import time
 import uuid
-from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import asyncpg
 import orjson
 
-from entitlements.domain.model import Grant, Resource, format_time, grant_from_mapping
+from entitlements.domain.model import GrantRow, Resource, format_time, grant_from_mapping
 from entitlements.errors import (
     EntitlementsError,
     FieldError,
@@ -60,12 +75,22 @@ from entitlements.errors import (
     NotFoundError,
     StoreUnavailableError,
 )
-from entitlements.service.import_formats import MAX_LINE_BYTES, Format, Kind, guarded, make_reader
+from entitlements.service.import_formats import (
+    MAX_LINE_BYTES,
+    Format,
+    Kind,
+    guarded,
+    make_reader,
+    no_records,
+    strip_bom,
+    too_long,
+)
+from entitlements.service.import_workers import SEGMENT_BYTES, ReadWorkers, Segment
+from entitlements.service.pg_copy import GrantRows, change_key, copy_text
 from entitlements.store.postgres import (
     MAX_CHANGE_KEYS,
     MAX_DEPTH,
     bump_revision,
-    grant_row,
     translate_errors,
 )
 
@@ -98,6 +123,12 @@ class ImportLimits:
     max_line: int = MAX_LINE_BYTES
     lock_timeout: float = 600.0
     statement_timeout: float = 3600.0
+    read_processes: int | None = None
+    """Worker processes that read a large NDJSON input (None: with 3 or more CPUs, one per
+    CPU but one, at most 4, else none; 0: always read in the importing process)."""
+    parallel_from_bytes: int = 16 << 20
+    """Inputs of at least this size (when known) are read by the worker processes."""
+    segment_bytes: int = SEGMENT_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,16 +195,6 @@ class ImportReport:
         return orjson.dumps(self.to_json()).decode()
 
 
-def pg_array(items: list[str]) -> str:
-    """A Postgres ``text[]`` literal: every element quoted (so ``null`` stays a string)."""
-    if not items:
-        return "{}"
-    flat = "".join(items)
-    if '"' in flat or "\\" in flat:
-        items = [i.replace("\\", "\\\\").replace('"', '\\"') for i in items]
-    return '{"' + '","'.join(items) + '"}'
-
-
 def live_key(import_id: str) -> int:
     """The int4 key of an import's liveness lock (the same formula as ``_REAP_SQL``)."""
     # md5 because Postgres has it built in (the reaper computes the same key in SQL);
@@ -212,6 +233,8 @@ _DATA: Final = (
 )  # a grant's columns after id, in grant_row's order
 _DATA_COLUMNS: Final = tuple(_DATA.split(", "))
 _G_COLUMNS: Final = ("id", *_DATA_COLUMNS, "line", "ok")
+_DIRECT_COLUMNS: Final = ("id", *_DATA_COLUMNS, "revision")
+_NULL_DATA: Final = "\t".join(["\\N"] * len(_DATA_COLUMNS))  # a rejected row: only its id
 
 
 def _columns(alias: str) -> str:
@@ -223,19 +246,21 @@ _SET_ALL: Final = ", ".join(f"{c} = EXCLUDED.{c}" for c in _DATA_COLUMNS)
 
 # TEMP tables: private to the session, no WAL, no indexes to maintain during COPY,
 # gone at commit or rollback (and with the session if the process dies).
-# imp_g holds one batch; attributes are JSON text because asyncpg's binary COPY
-# has no encoder for the jsonb codec the pool installs.
+# imp_g holds the stored-id rows of one batch, typed like grants (COPY text parses).
 _STAGING_SQL: Final = """
 CREATE TEMP TABLE imp_g (
-    id text, subject text, resource text, actions text, territories text,
-    exclude_territories text, valid_from timestamptz, valid_until timestamptz,
-    effect text, attributes text, source text, line int, ok boolean
+    id text COLLATE "C", subject text COLLATE "C", resource text COLLATE "C", actions text[],
+    territories text[], exclude_territories text[], valid_from timestamptz,
+    valid_until timestamptz, effect text, attributes jsonb, source text COLLATE "C", line int,
+    ok boolean
 ) ON COMMIT DROP;
-CREATE TEMP TABLE imp_gids (id text PRIMARY KEY, line int NOT NULL) ON COMMIT DROP;
-CREATE TEMP TABLE imp_r (id text, parents text[], line int, ok boolean) ON COMMIT DROP;
-CREATE TEMP TABLE imp_rids (id text PRIMARY KEY, line int NOT NULL) ON COMMIT DROP;
-CREATE TEMP TABLE imp_rb (id text, parents text[], line int, existed boolean) ON COMMIT DROP;
-CREATE TEMP TABLE imp_rchg (id text, line int) ON COMMIT DROP;
+CREATE TEMP TABLE imp_gids (id text COLLATE "C" PRIMARY KEY, line int NOT NULL) ON COMMIT DROP;
+CREATE TEMP TABLE imp_r (id text COLLATE "C", parents text[] COLLATE "C", line int, ok boolean)
+    ON COMMIT DROP;
+CREATE TEMP TABLE imp_rids (id text COLLATE "C" PRIMARY KEY, line int NOT NULL) ON COMMIT DROP;
+CREATE TEMP TABLE imp_rb (id text COLLATE "C", parents text[] COLLATE "C", line int,
+    existed boolean) ON COMMIT DROP;
+CREATE TEMP TABLE imp_rchg (id text COLLATE "C", line int) ON COMMIT DROP;
 """
 
 # The change-feed entry of a grant, as ``store.postgres.grant_changes`` makes it.
@@ -244,15 +269,36 @@ _KEY_SQL: Final = (
     " ELSE 'resource ' || resource END"
 )
 
-# One batch. The LATERAL ... LIMIT 1 keeps the look-up an index probe per staged
-# row whatever the planner thinks of the unanalysed temp table. Unchanged rows
-# never reach the INSERT, so they are neither written nor locked.
+_MY_XID: Final = "(txid_current() % 4294967296)::text::xid"
+
+# Which ids of a batch are stored already, and which of those this transaction wrote
+# (xmin: an earlier line of the file). Feeds number their deals, so a batch's ids
+# mostly fill a narrow range: one index range scan between the batch's least and
+# greatest id answers for all of them (nothing to read on a first load). When the
+# range holds many more grants than the batch (random ids), the exact form probes
+# the index once per id instead; its LATERAL ... LIMIT 1 keeps each an index probe
+# whatever the planner thinks of unnest's row count.
+_STORED_RANGE_SQL: Final = f"""
+SELECT id, xmin = {_MY_XID} AS ours FROM grants
+WHERE id >= $1 AND id <= $2 ORDER BY id LIMIT $3
+"""
+_STORED_EXACT_SQL: Final = f"""
+SELECT u.id, g.ours
+FROM unnest($1::text[]) AS u(id)
+CROSS JOIN LATERAL (
+    SELECT grants.xmin = {_MY_XID} AS ours FROM grants WHERE grants.id = u.id LIMIT 1
+) g
+"""
+MAX_REJECTED_IDS: Final = 100_000
+RANGE_ROWS_PER_ID: Final = 4
+"""The range scan is used while the range holds at most this many grants per batch id."""
+
+# The staged rows of one batch (their ids were stored). The LATERAL ... LIMIT 1 keeps
+# the look-up an index probe per staged row. Unchanged rows never reach the INSERT,
+# so they are neither written nor locked; ON CONFLICT covers a grant deleted since.
 _MERGE_GRANTS_SQL: Final = f"""
 WITH new AS (
-    SELECT id, subject, resource, actions::text[] AS actions, territories::text[] AS territories,
-           exclude_territories::text[] AS exclude_territories, valid_from, valid_until, effect,
-           attributes::jsonb AS attributes, source
-    FROM imp_g WHERE ok
+    SELECT id, {_DATA} FROM imp_g WHERE ok
 ), cur AS MATERIALIZED (
     SELECT n.*, g.subject AS old_subject, g.resource AS old_resource,
            g.id IS NOT NULL
@@ -274,10 +320,12 @@ SELECT (SELECT count(*) FROM up WHERE inserted) AS inserted,
        ARRAY(SELECT DISTINCT {_KEY_SQL} FROM touched LIMIT $2) AS keys
 """
 
+# The file's ids are those staged (imp_gids) and those this transaction wrote.
 _REPLACE_SOURCE_SQL: Final = f"""
 WITH del AS (
     DELETE FROM grants g
-    WHERE g.source = $1 AND NOT EXISTS (SELECT 1 FROM imp_gids i WHERE i.id = g.id)
+    WHERE g.source = $1 AND g.xmin <> {_MY_XID}
+      AND NOT EXISTS (SELECT 1 FROM imp_gids i WHERE i.id = g.id)
     RETURNING g.subject, g.resource
 )
 SELECT (SELECT count(*) FROM del) AS deleted,
@@ -321,8 +369,6 @@ HAVING bool_or(id = start) OR max(depth) >= {MAX_DEPTH}
 ORDER BY line LIMIT $1
 """
 
-_MY_XID: Final = "(txid_current() % 4294967296)::text::xid"
-
 _REAP_SQL: Final = f"""
 UPDATE imports SET status = 'failed', finished_at = now(),
     report = report || jsonb_build_object(
@@ -354,29 +400,28 @@ class _Run:
         self.report = report
         self.strict = not options.skip_invalid
         self.failed = False  # strict mode saw a bad row: nothing will land, only validate on
-        self.grants: list[tuple[Any, ...]] = []
+        self.grants = GrantRows()
         self.resources: list[tuple[Any, ...]] = []
         self.valid_grants = 0
         self.keys: set[tuple[str, str]] = set()
+        # Ids of rows rejected so far (skip_invalid), with their lines: a later valid row
+        # with the same id is a duplicate. Bounded; past the bound, imp_gids is asked.
+        self.rejected_ids: dict[str, int] | None = {}
         self.all_keys = False
         self.graph_locked = False
         self.bytes = 0
         self.loaded = 0
+        self.records = 0  # records read so far
         self.revision = 0  # the revision the import expects to commit at
+        self.tail = "\t0\n"  # the last field of a grants line: the revision
 
     # RecordSink
 
-    def grant(self, line: int, grant: Grant) -> None:
+    def grant(self, line: int, row: GrantRow) -> None:
         self.valid_grants += 1
-        if self.failed:
-            return
-        # grant_row's normal form (sorted lists), with the lists as array literals and
-        # attributes as JSON text: both are cast in SQL. asyncpg's binary text[]
-        # encoder type-checks every element, which cost more than the rest of staging.
-        r = grant_row(grant)
-        arrays = pg_array(r[3]), pg_array(r[4]), pg_array(r[5])
-        attributes = None if r[9] is None else orjson.dumps(r[9]).decode()
-        self.grants.append((*r[:3], *arrays, *r[6:9], attributes, r[10], line, True))
+        if not self.failed:  # the line as COPY'd straight into grants
+            key = None if self.all_keys else change_key(row[1], row[2])
+            self.grants.add(row[0], line, copy_text(row, self.tail), key)
 
     def resource(self, line: int, resource: Resource) -> None:
         if not self.failed:
@@ -391,7 +436,7 @@ class _Run:
         elif record_id is not None and kind == "grant":
             # Staged but never merged: keeps the id out of a --replace-source delete
             # and lets a later duplicate of it be noticed.
-            self.grants.append((record_id, *(None,) * 10, line, False))
+            self.grants.add(record_id, line, None, None)
 
     def note(self, message: str) -> None:
         self.report.notes.append(message)
@@ -417,19 +462,45 @@ class _Run:
     def batch_ready(self) -> bool:
         return len(self.grants) + len(self.resources) >= self.limits.batch_rows
 
-    def take(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    def take(self) -> Batch:
         batch = (self.grants, self.resources)
-        self.grants, self.resources = [], []
+        self.grants, self.resources = GrantRows(), []
         return batch
 
     def add_keys(self, encoded: Iterable[str]) -> None:
+        """Change-feed entries from SQL (``_KEY_SQL``: ``'user <id>'`` or ``'resource <id>'``)."""
         if self.all_keys:
             return
         for item in encoded:
             kind, _, key = item.partition(" ")
             self.keys.add((kind, key))
+        self._check_keys()
+
+    def add_grant_keys(self, rows: Iterable[tuple[str, str] | None]) -> None:
+        """The change-feed entries (``GrantRows.keys``) of grants written straight in."""
+        if self.all_keys:
+            return
+        keys = self.keys
+        for key in rows:
+            if key is None:  # computed only while the keys were still wanted
+                self.all_keys, self.keys = True, set()
+                return
+            keys.add(key)
+            if len(keys) > MAX_CHANGE_KEYS:
+                break
+        self._check_keys()
+
+    def _check_keys(self) -> None:
         if len(self.keys) > MAX_CHANGE_KEYS:
             self.all_keys, self.keys = True, set()
+
+    def again(self, line: int, grant_id: str, first: int | None) -> None:
+        """The file names ``grant_id`` a second time (``first``: the earlier line, if known)."""
+        where = f"at line {first}" if first is not None else "on an earlier line"
+        message = f"{grant_id!r} appears again: the same grant id is {where}"
+        self.add_errors(line, [FieldError("id", message)])
+        if self.strict:
+            self.failed = True
 
     def key_limit(self) -> int:
         return 0 if self.all_keys else MAX_CHANGE_KEYS + 1
@@ -438,7 +509,7 @@ class _Run:
         return [("all", "*")] if self.all_keys else sorted(self.keys)
 
 
-Batch = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
+Batch = tuple[GrantRows, list[tuple[Any, ...]]]
 Chunks = AsyncIterable[bytes]
 OnProgress = Callable[[Progress], None] | None
 
@@ -467,6 +538,16 @@ class _Db:
     async def copy(self, table: str, rows: list[tuple[Any, ...]], columns: Sequence[str]) -> None:
         await self.conn.copy_records_to_table(
             table, records=rows, columns=columns, timeout=self.timeout
+        )
+
+    async def copy_text(self, table: str, lines: list[str], columns: Sequence[str]) -> None:
+        """COPY lines already in Postgres' text format (cheaper to build than binary tuples)."""
+
+        async def source() -> AsyncIterator[bytes]:
+            yield "".join(lines).encode()
+
+        await self.conn.copy_to_table(
+            table, source=source(), columns=columns, format="text", timeout=self.timeout
         )
 
 
@@ -498,9 +579,17 @@ class ImportService:
         return {**row["report"], "status": row["status"]}
 
     async def run(
-        self, chunks: Chunks, options: ImportOptions, *, progress: OnProgress = None
+        self,
+        chunks: Chunks,
+        options: ImportOptions,
+        *,
+        progress: OnProgress = None,
+        size_hint: int | None = None,
     ) -> ImportReport:
         """Import a stream of bytes. Returns the report, ``failed`` for bad input.
+
+        ``size_hint``: the input's size in bytes, if known (a file's size, an upload's
+        Content-Length); a large NDJSON input is then read by worker processes.
 
         Raises ``InvalidInputError`` for impossible options (before reading),
         ``StoreUnavailableError`` when Postgres fails (the import is then rolled
@@ -519,6 +608,21 @@ class ImportService:
             started_at=datetime.now(UTC),
         )
         run = _Run(options, self.limits, report)
+        processes = self._processes(options, size_hint)
+        # Readers boot (a fresh interpreter each, ~0.3 s) while we connect and lock.
+        workers = ReadWorkers(processes) if processes else None
+        if workers is not None:
+            workers.start()
+        try:
+            return await self._run(chunks, run, progress, workers)
+        finally:
+            if workers is not None:
+                await workers.close()
+
+    async def _run(
+        self, chunks: Chunks, run: _Run, progress: OnProgress, workers: ReadWorkers | None
+    ) -> ImportReport:
+        report = run.report
         async with translate_errors():
             own = self.dsn is not None
             conn = await (asyncpg.connect(self.dsn) if own else self.pool.acquire())
@@ -534,7 +638,7 @@ class ImportService:
                 )
                 await db.execute("BEGIN")
                 try:
-                    return await self._transaction(db, chunks, run, progress)
+                    return await self._transaction(db, chunks, run, progress, workers)
                 except BaseException as exc:
                     await self._abandon(db, run, exc)
                     raise
@@ -542,12 +646,12 @@ class ImportService:
                 await (conn.close() if own else self.pool.release(conn))
 
     async def _transaction(
-        self, db: _Db, chunks: Chunks, run: _Run, progress: OnProgress
+        self, db: _Db, chunks: Chunks, run: _Run, progress: OnProgress, workers: ReadWorkers | None
     ) -> ImportReport:
         report, c = run.report, run.report.counts
         try:
             await self._begin(db, run)
-            await self._load(db, chunks, run, progress)
+            await self._load(db, chunks, run, progress, workers)
             if not run.failed:
                 await self._finish(db, run)
         except InvalidInputError as exc:  # the file stopped the import
@@ -586,33 +690,36 @@ class ImportService:
             raise StoreUnavailableError(busy, retry_after=60) from None
         await db.execute(_STAGING_SQL)
         run.revision = await db.fetchval("SELECT value + 1 FROM ent_revision")
+        run.tail = f"\t{run.revision}\n"
 
-    async def _load(self, db: _Db, chunks: Chunks, run: _Run, progress: OnProgress) -> None:
-        """Read and validate in a thread while a task writes the finished batches."""
-        options = run.options
-        reader = make_reader(
-            options.format,
-            run,
-            kind=options.kind,
-            replace_source=options.replace_source,
-            max_line=self.limits.max_line,
-        )
+    def _processes(self, options: ImportOptions, size_hint: int | None) -> int:
+        """How many worker processes read this input (0: the importing process does)."""
+        limits = self.limits
+        if options.format != "ndjson" or size_hint is None:
+            return 0
+        if size_hint < limits.parallel_from_bytes:
+            return 0
+        if limits.read_processes is not None:
+            return max(0, limits.read_processes)
+        # One core stays with this process (and Postgres, if it runs here). On 2 CPUs one
+        # worker was no faster than reading here, and two starved Postgres' COPY
+        # (benchmarks/bench_import.py): readers start from 3 CPUs.
+        cpus = os.cpu_count() or 1
+        return min(4, cpus - 1) if cpus >= 3 else 0
+
+    async def _load(
+        self, db: _Db, chunks: Chunks, run: _Run, progress: OnProgress, workers: ReadWorkers | None
+    ) -> None:
+        """Read and validate (in a thread, or in worker processes) while a task writes the
+        finished batches."""
         queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=2)
         writer = asyncio.create_task(self._write(db, queue, run))
-        started = shown = time.monotonic()
+        tick = _Ticker(run, progress)
         try:
-            async for chunk in guarded(chunks):
-                run.bytes += len(chunk)
-                await asyncio.to_thread(reader.feed, chunk)
-                if run.batch_ready():
-                    await _hand(queue, run.take(), writer)
-                if run.hopeless():
-                    break
-                if progress is not None and time.monotonic() - shown >= 0.2:
-                    shown = time.monotonic()
-                    progress(Progress(reader.records, run.bytes, run.loaded, shown - started))
+            if workers is not None:
+                await self._read_in_workers(chunks, run, queue, writer, tick, workers)
             else:
-                await asyncio.to_thread(reader.finish)
+                await self._read_here(chunks, run, queue, writer, tick)
             await _hand(queue, run.take(), writer)
             await _hand(queue, None, writer)
             await writer
@@ -622,10 +729,116 @@ class ImportService:
                 await writer
             raise
         finally:
-            run.report.counts.rows = reader.records
-        if progress is not None:
-            elapsed = time.monotonic() - started
-            progress(Progress(reader.records, run.bytes, run.loaded, elapsed))
+            run.report.counts.rows = run.records
+        tick.done()
+
+    async def _read_here(
+        self,
+        chunks: Chunks,
+        run: _Run,
+        queue: asyncio.Queue[Batch | None],
+        writer: asyncio.Task[None],
+        tick: _Ticker,
+    ) -> None:
+        """The reader in a thread of this process (it keeps an API worker answering)."""
+        options = run.options
+        reader = make_reader(
+            options.format,
+            run,
+            kind=options.kind,
+            replace_source=options.replace_source,
+            max_line=self.limits.max_line,
+        )
+        try:
+            async for chunk in guarded(chunks):
+                run.bytes += len(chunk)
+                await asyncio.to_thread(reader.feed, chunk)
+                run.records = reader.records
+                if run.batch_ready():
+                    await _hand(queue, run.take(), writer)
+                if run.hopeless():
+                    return
+                tick()
+            await asyncio.to_thread(reader.finish)
+        finally:
+            run.records = reader.records
+
+    async def _read_in_workers(
+        self,
+        chunks: Chunks,
+        run: _Run,
+        queue: asyncio.Queue[Batch | None],
+        writer: asyncio.Task[None],
+        tick: _Ticker,
+        workers: ReadWorkers,
+    ) -> None:
+        """NDJSON cut at line ends into segments, read by worker processes, applied in order.
+
+        This process checks what spans segments (the byte-order mark, a line longer than
+        ``max_line`` still open at a cut, an input without records); a worker, what lies
+        inside its segment, exactly as the in-process reader would.
+        """
+        limits, options = self.limits, run.options
+        processes = workers.processes
+        pending: collections.deque[asyncio.Future[Segment]] = collections.deque()
+        head: bytes | None = b""  # until the byte-order mark question is settled
+        rest = b""  # a partial line, waiting for its end
+        line = 1  # the first line of the next segment
+
+        def submit(data: bytes) -> None:
+            nonlocal line
+            pending.append(
+                workers.read(
+                    data,
+                    line,
+                    kind=options.kind,
+                    replace_source=options.replace_source,
+                    max_line=limits.max_line,
+                    tail=run.tail,
+                    keys=not run.all_keys,
+                    skip_invalid=options.skip_invalid,
+                )
+            )
+            line += data.count(b"\n")
+
+        try:
+            async for chunk in guarded(chunks):
+                run.bytes += len(chunk)
+                if head is not None:
+                    head += chunk
+                    if len(head) < 3:
+                        continue
+                    chunk, head = strip_bom(head, run), None
+                rest += chunk
+                if len(rest) >= limits.segment_bytes:
+                    cut = rest.rfind(b"\n") + 1
+                    if cut:
+                        submit(rest[:cut])
+                        rest = rest[cut:]
+                    if len(rest) > limits.max_line:
+                        while pending:  # what comes before counts, and may stop us first
+                            _apply(await pending.popleft(), run)
+                        raise too_long(line, limits.max_line)
+                while pending and (len(pending) > 2 * processes or pending[0].done()):
+                    _apply(await pending.popleft(), run)
+                if run.batch_ready():
+                    await _hand(queue, run.take(), writer)
+                if run.hopeless():
+                    return
+                tick()
+            if head is not None:  # an input of under 3 bytes
+                rest = strip_bom(head, run)
+            if rest:
+                submit(rest)
+            while pending:
+                _apply(await pending.popleft(), run)
+                if run.batch_ready():
+                    await _hand(queue, run.take(), writer)
+            if run.records == 0:
+                raise no_records()
+        finally:
+            for future in pending:
+                future.cancel()
 
     async def _write(self, db: _Db, queue: asyncio.Queue[Batch | None], run: _Run) -> None:
         while (batch := await queue.get()) is not None:
@@ -639,12 +852,23 @@ class ImportService:
             run.loaded += len(grants) + len(resources)
 
     async def _stage(
-        self, db: _Db, table: str, rows: list[tuple[Any, ...]], columns: Sequence[str], run: _Run
+        self,
+        db: _Db,
+        table: str,
+        rows: list[tuple[Any, ...]] | list[str],
+        columns: Sequence[str],
+        run: _Run,
     ) -> bool:
-        """COPY a batch into ``table`` and refuse ids seen before in the file. False: stop."""
+        """COPY a batch into ``table`` and refuse ids seen before in the file. False: stop.
+
+        ``rows``: tuples, or lines in COPY text format.
+        """
         ids = table + "ids"
         await db.execute(f"TRUNCATE {table}")
-        await db.copy(table, rows, columns)
+        if rows and isinstance(rows[0], str):
+            await db.copy_text(table, rows, columns)
+        else:
+            await db.copy(table, cast(list[tuple[Any, ...]], rows), columns)
         status = await db.execute(
             f"INSERT INTO {ids} (id, line) SELECT id, line FROM {table} ORDER BY line"
             " ON CONFLICT (id) DO NOTHING"
@@ -665,12 +889,94 @@ class ImportService:
         await db.execute(f"DELETE FROM {table} WHERE line = ANY($1::int[])", [r[0] for r in again])
         return True
 
-    async def _write_grants(self, db: _Db, rows: list[tuple[Any, ...]], run: _Run) -> None:
-        if await self._stage(db, "imp_g", rows, _G_COLUMNS, run):
+    async def _stored(self, db: _Db, ids: list[str]) -> dict[str, bool]:
+        """Which of ``ids`` are stored grants: id -> whether this import wrote it."""
+        limit = RANGE_ROWS_PER_ID * len(ids)
+        rows = await db.fetch(_STORED_RANGE_SQL, min(ids), max(ids), limit)
+        if len(rows) >= limit:
+            rows = await db.fetch(_STORED_EXACT_SQL, ids)
+        return {r[0]: r[1] for r in rows}
+
+    async def _write_grants(self, db: _Db, rows: GrantRows, run: _Run) -> None:
+        """New ids straight into grants; stored (or rejected) ones through staging.
+
+        Duplicates: within the batch by ``seen``; a row this import wrote by ``ours``;
+        a row staged earlier when it is staged again (``_stage``: imp_gids); a
+        rejected row by ``run.rejected_ids``.
+        """
+        ids = rows.ids
+        stored = await self._stored(db, ids)
+        rejected = run.rejected_ids
+        if (
+            not stored
+            and rejected == {}  # none rejected so far (and not too many to keep)
+            and None not in rows.texts
+            and len(set(ids)) == len(ids)
+        ):  # the common case of a first load: every row is new
+            await self._copy_new(db, rows, run)
+            return
+        if rejected is None:  # too many rejected ids to keep: imp_gids knows them all
+            staged_ids = await db.fetch(
+                "SELECT i.id, i.line FROM unnest($1::text[]) AS u(id)"
+                " CROSS JOIN LATERAL (SELECT id, line FROM imp_gids WHERE id = u.id LIMIT 1) i",
+                ids,
+            )
+            earlier = {r[0]: r[1] for r in staged_ids}
+        else:
+            earlier = rejected
+        ours_ids = [gid for gid, ours in stored.items() if ours]
+        if ours_ids:  # duplicates: where they were staged, if they were, names the line
+            lines = await db.fetch(
+                "SELECT id, line FROM imp_gids WHERE id = ANY($1::text[])", ours_ids
+            )
+            earlier = {**earlier, **{r[0]: r[1] for r in lines}}
+        seen: dict[str, int] = {}
+        direct = GrantRows()
+        staged: list[str] = []
+        tail = run.tail
+        for gid, line, text, key in zip(rows.ids, rows.lines, rows.texts, rows.keys, strict=True):
+            first = seen.setdefault(gid, line)
+            if first != line:
+                run.again(line, gid, first)
+                continue
+            ours = stored.get(gid)
+            if text is None:  # rejected: staged for its id only (replace_source keeps it)
+                staged.append(f"{gid}\t{_NULL_DATA}\t{line}\tf\n")
+                if rejected is not None:
+                    rejected.setdefault(gid, line)
+                    if len(rejected) > MAX_REJECTED_IDS:
+                        run.rejected_ids = rejected = None
+            elif ours is None and gid in earlier:
+                run.again(line, gid, earlier[gid])
+            elif ours:
+                run.again(line, gid, earlier.get(gid))
+            elif ours is None:
+                direct.add(gid, line, text, key)
+            else:
+                staged.append(f"{text[: text.rindex(tail)]}\t{line}\tt\n")
+        if run.failed:
+            return  # strict, and a duplicate id: nothing will land
+        if direct:
+            await self._copy_new(db, direct, run)
+        if staged and await self._stage(db, "imp_g", staged, _G_COLUMNS, run):
             merged = await db.fetchrow(_MERGE_GRANTS_SQL, run.revision, run.key_limit())
             run.report.counts.inserted += merged["inserted"]
             run.report.counts.updated += merged["updated"]
             run.add_keys(merged["keys"])
+
+    async def _copy_new(self, db: _Db, rows: GrantRows, run: _Run) -> None:
+        """COPY rows whose ids are not stored straight into grants."""
+        try:
+            lines = cast(list[str], rows.texts)  # new rows all have their text
+            await db.copy_text("grants", lines, _DIRECT_COLUMNS)
+        except asyncpg.UniqueViolationError:
+            raise StoreUnavailableError(
+                "another client created a grant of this file while it was being imported;"
+                " run the import again",
+                retry_after=1,
+            ) from None
+        run.report.counts.inserted += len(rows)
+        run.add_grant_keys(rows.keys)
 
     async def _write_resources(self, db: _Db, rows: list[tuple[Any, ...]], run: _Run) -> None:
         if not run.graph_locked:
@@ -758,6 +1064,46 @@ class ImportService:
             *(report.id, report.status, report.finished_at, report.dumps()),
         )
         return report
+
+
+class _Ticker:
+    """Calls ``progress`` at most every 0.2 s, and once at the end."""
+
+    def __init__(self, run: _Run, progress: OnProgress) -> None:
+        self.run = run
+        self.progress = progress
+        self.started = self.shown = time.monotonic()
+
+    def __call__(self) -> None:
+        if self.progress is not None and time.monotonic() - self.shown >= 0.2:
+            self.shown = time.monotonic()
+            self._show(self.shown)
+
+    def done(self) -> None:
+        if self.progress is not None:
+            self._show(time.monotonic())
+
+    def _show(self, now: float) -> None:
+        run = self.run
+        assert self.progress is not None
+        self.progress(Progress(run.records, run.bytes, run.loaded, now - self.started))
+
+
+def _apply(segment: Segment, run: _Run) -> None:
+    """A worker's segment, into the run, as the in-process reader would have fed it."""
+    for message in segment.notes:
+        run.note(message)
+    run.records += segment.records
+    run.valid_grants += segment.valid_grants
+    for line, errors in segment.rejects:
+        run.add_errors(line, errors)
+        if run.strict:
+            run.failed = True
+    if not run.failed:
+        run.grants.extend(segment.grants)
+        run.resources.extend(segment.resources)
+    if segment.fatal is not None:  # the rows before it were read, as in this process
+        raise InvalidInputError(segment.fatal)
 
 
 def _finalize(report: ImportReport, status: str) -> None:

@@ -18,7 +18,14 @@ from typing import Any
 import asyncpg
 import orjson
 
-from entitlements.domain.model import Change, CheckData, Grant, Resource, resource_type
+from entitlements.domain.model import (
+    Change,
+    CheckData,
+    Grant,
+    Resource,
+    grant_row,
+    resource_type,
+)
 from entitlements.errors import (
     FieldError,
     InvalidInputError,
@@ -76,23 +83,6 @@ def grant_from_record(r: Mapping[str, Any]) -> Grant:
         effect=r["effect"],
         attributes=r["attributes"],
         source=r["source"],
-    )
-
-
-def grant_row(g: Grant) -> tuple[Any, ...]:
-    """The grant as a row in ``_GRANT_COLUMNS`` order (lists sorted, so equal grants compare equal)."""
-    return (
-        g.id,
-        g.subject,
-        g.resource,
-        sorted(g.actions),
-        sorted(g.territories),
-        sorted(g.exclude_territories),
-        g.valid_from,
-        g.valid_until,
-        g.effect,
-        dict(g.attributes) if g.attributes is not None else None,
-        g.source,
     )
 
 
@@ -202,10 +192,10 @@ class PostgresStore:
     # One index probe per (ancestor, subject) pair, equality on both columns, kept a
     # parameterized nested loop (OFFSET 0): the cost is bounded by ancestors times subjects,
     # never by how many deals or purchases a resource has. Views (every subject that is
-    # not one user) probe the partial index grants_resource_shared instead.
+    # not one user) read the range subject < 'user:' of the same index (schema.sql).
     _ANCESTORS = f"""
         WITH RECURSIVE anc(id, depth) AS (
-            SELECT r, 0 FROM unnest($1::text[]) AS r
+            SELECT r COLLATE "C", 0 FROM unnest($1::text[]) AS r
             UNION
             SELECT p.parent, a.depth + 1
             FROM anc a JOIN resource_parents p ON p.child = a.id
@@ -234,7 +224,7 @@ class PostgresStore:
         LEFT JOIN LATERAL (
             SELECT x.* FROM ids CROSS JOIN LATERAL (
                 SELECT {_GRANT_COLUMNS} FROM grants
-                WHERE resource = ids.rid AND NOT starts_with(subject, 'user:') OFFSET 0
+                WHERE resource = ids.rid AND subject < 'user:' OFFSET 0
             ) x
         ) g ON true
     """
@@ -283,14 +273,14 @@ class PostgresStore:
                     WHERE resource = pairs.id AND subject = s.subj OFFSET 0) x"""
             if subjects is not None
             else f"""SELECT {_GRANT_COLUMNS} FROM grants
-                    WHERE resource = pairs.id AND NOT starts_with(subject, 'user:') OFFSET 0"""
+                    WHERE resource = pairs.id AND subject < 'user:' OFFSET 0"""
         )
         args: list[Any] = [unique] if subjects is None else [unique, list(subjects)]
         async with translate_errors():
             rows = await self.pool.fetch(
                 f"""
                 WITH RECURSIVE anc(root, id, depth) AS (
-                    SELECT r, r, 0 FROM unnest($1::text[]) AS r
+                    SELECT r COLLATE "C", r COLLATE "C", 0 FROM unnest($1::text[]) AS r
                     UNION
                     SELECT a.root, p.parent, a.depth + 1
                     FROM anc a JOIN resource_parents p ON p.child = a.id
@@ -505,7 +495,7 @@ async def check_no_cycle(conn: asyncpg.Connection, child: str, parents: Sequence
     row = await conn.fetchrow(
         f"""
         WITH RECURSIVE up(id, depth, path) AS (
-            SELECT p, 1, ARRAY[p] FROM unnest($1::text[]) AS p
+            SELECT p COLLATE "C", 1, ARRAY[p COLLATE "C"] FROM unnest($1::text[]) AS p
             UNION ALL
             SELECT rp.parent, u.depth + 1, u.path || rp.parent
             FROM up u JOIN resource_parents rp ON rp.child = u.id

@@ -1,0 +1,93 @@
+"""Grant rows as lines of Postgres' COPY text format, and their change-feed keys.
+
+Bulk import renders every valid row here, in the process that read it (the
+import's reader thread or a worker process), so the import's writer only
+concatenates lines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+import orjson
+
+from entitlements.domain.model import GrantRow
+
+
+def change_key(subject: str, resource: str) -> tuple[str, str]:
+    """A grant's change-feed entry (``store.postgres.grant_changes``' rule)."""
+    if subject.startswith("user:"):
+        return ("user", subject[5:])
+    return ("resource", resource)
+
+
+_ARRAYS: Final[dict[tuple[str, ...], str]] = {}
+
+
+def _copy_array(items: tuple[str, ...]) -> str:
+    """An array literal. Actions and territory codes are validated identifiers (no quote,
+    backslash, comma or space); each is quoted anyway, so an action named "null" stays a
+    string. A feed repeats its lists: the literals are remembered (a bounded memo)."""
+    text = _ARRAYS.get(items)
+    if text is None:
+        text = '{"' + '","'.join(items) + '"}' if items else "{}"
+        if len(_ARRAYS) >= 4096:
+            _ARRAYS.clear()
+        _ARRAYS[items] = text
+    return text
+
+
+def copy_text(row: GrantRow, last: str = "") -> str:
+    """A grant row as fields of a COPY text line, tab-separated, in ``id, _DATA`` order,
+    then ``last`` (more fields and the newline).
+
+    Only ``attributes`` needs escaping: ids, subjects, resources, actions, codes and
+    sources are validated identifiers without tabs, newlines or backslashes (the
+    validator's patterns; a test holds them to it), and JSON text escapes control
+    characters itself, which leaves its backslashes to double.
+    """
+    gid, subject, resource, actions, territories, excludes, start, end, effect, attrs, source = row
+    return (
+        f"{gid}\t{subject}\t{resource}\t{_copy_array(actions)}\t{_copy_array(territories)}"
+        f"\t{_copy_array(excludes)}\t{_NULL if start is None else start.isoformat()}"
+        f"\t{_NULL if end is None else end.isoformat()}\t{effect}"
+        f"\t{_NULL if attrs is None else orjson.dumps(attrs).decode().replace(_BS, _BS2)}"
+        f"\t{_NULL if source is None else source}{last}"
+    )
+
+
+_NULL: Final = "\\N"
+_BS: Final = "\\"
+_BS2: Final = "\\\\"
+
+
+@dataclass(slots=True)
+class GrantRows:
+    """Grant rows on their way to Postgres, column by column (cheap to extend, to send
+    between processes and to join): for each, its id, line, COPY text line for grants
+    (None: a rejected row, kept for its id) and change-feed key (None once the import has
+    stopped counting keys)."""
+
+    ids: list[str] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    texts: list[str | None] = field(default_factory=list)
+    keys: list[tuple[str, str] | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, gid: str, line: int, text: str | None, key: tuple[str, str] | None) -> None:
+        self.ids.append(gid)
+        self.lines.append(line)
+        self.texts.append(text)
+        self.keys.append(key)
+
+    def extend(self, other: GrantRows) -> None:
+        self.ids.extend(other.ids)
+        self.lines.extend(other.lines)
+        self.texts.extend(other.texts)
+        self.keys.extend(other.keys)
+
+
+__all__ = ["GrantRows", "change_key", "copy_text"]
