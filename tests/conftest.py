@@ -124,10 +124,21 @@ async def store(pg_dsn: str) -> AsyncIterator[PostgresStore]:
 @pytest.fixture
 async def clean(store: PostgresStore) -> PostgresStore:
     """The store with every grant, resource and change removed (revisions keep climbing)."""
-    async with store.pool.acquire() as conn, conn.transaction():
-        await conn.execute(f"TRUNCATE {TABLES}")
-        # Tell every running worker's cache: everything it holds is gone.
-        await bump_revision(conn, [("all", "*")])
+    async with store.pool.acquire() as conn:
+        try:
+            async with conn.transaction():
+                # Something left holding a table (an unfinished import, a test's open
+                # transaction) fails this test with its name, instead of a silent wait.
+                await conn.execute("SET LOCAL lock_timeout = '20s'")
+                await conn.execute(f"TRUNCATE {TABLES}")
+                # Tell every running worker's cache: everything it holds is gone.
+                await bump_revision(conn, [("all", "*")])
+        except asyncpg.LockNotAvailableError:
+            others = await conn.fetch(
+                """SELECT pid, state, left(query, 200) AS query FROM pg_stat_activity
+                   WHERE datname = current_database() AND pid <> pg_backend_pid()"""
+            )
+            pytest.fail(f"the tables are still locked by: {[dict(r) for r in others]}")
     return store
 
 

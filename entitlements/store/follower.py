@@ -23,6 +23,8 @@ from entitlements.store.postgres import MAX_CHANGE_KEYS, Change, PostgresStore
 log = logging.getLogger("entitlements.changes")
 
 PAGE = 20_000
+STOP_WAIT = 1.0  # seconds per attempt to stop the follower's task
+STOP_ATTEMPTS = 5
 assert MAX_CHANGE_KEYS < PAGE
 
 Listener = Callable[[Sequence[Change], int], Awaitable[None]]
@@ -51,6 +53,7 @@ class ChangeFollower:
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._advanced = asyncio.Condition()
+        self._stopping = False
 
     def add_listener(self, listener: Listener) -> None:
         self.listeners.append(listener)
@@ -60,10 +63,20 @@ class ChangeFollower:
         self._task = asyncio.create_task(self._run(), name="entitlements-change-follower")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Stop following; returns within a few seconds whatever the follower was doing."""
+        self._stopping = True
+        task, self._task = self._task, None
+        if task is not None:
+            # A cancellation can be lost in a library's timeout helper (Python 3.11's
+            # wait_for returns a result that arrived with it): the loop also ends on the
+            # flag, and the cancel is repeated until the task is done.
+            for _ in range(STOP_ATTEMPTS):
+                task.cancel()
+                done, _pending = await asyncio.wait({task}, timeout=STOP_WAIT)
+                if done:
+                    break
+            else:
+                log.error("change follower did not stop; leaving it behind")
         await self._close_listen()
 
     async def catch_up(self) -> int:
@@ -88,15 +101,13 @@ class ChangeFollower:
 
     async def wait_past(self, revision: int, timeout: float) -> bool:
         """Wait until the follower has applied a revision after ``revision`` (or time out)."""
-        async with self._advanced:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._advanced.wait_for(lambda: self.revision > revision), timeout
-                )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout), self._advanced:
+                await self._advanced.wait_for(lambda: self.revision > revision)
         return self.revision > revision
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self._ensure_listening()
                 await self.catch_up()
@@ -106,7 +117,8 @@ class ChangeFollower:
                 log.exception("change follower failed; retrying")
                 await self._close_listen()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                async with asyncio.timeout(self.poll_interval):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def _ensure_listening(self) -> None:
@@ -132,6 +144,7 @@ class ChangeFollower:
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
-                await asyncio.wait_for(conn.close(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await conn.close()
             except Exception:
                 conn.terminate()
