@@ -86,7 +86,7 @@ from entitlements.service.import_formats import (
     too_long,
 )
 from entitlements.service.import_workers import SEGMENT_BYTES, ReadWorkers, Segment
-from entitlements.service.pg_copy import GrantRows, change_key, copy_text
+from entitlements.service.pg_copy import GrantRows, Prepared, change_key, copy_text
 from entitlements.store.postgres import (
     MAX_CHANGE_KEYS,
     MAX_DEPTH,
@@ -462,10 +462,12 @@ class _Run:
     def batch_ready(self) -> bool:
         return len(self.grants) + len(self.resources) >= self.limits.batch_rows
 
-    def take(self) -> Batch:
-        batch = (self.grants, self.resources)
+    async def take(self) -> Batch:
+        """The rows read so far, as a batch for the writer (prepared in a thread)."""
+        grants, resources = self.grants, self.resources
         self.grants, self.resources = GrantRows(), []
-        return batch
+        prepared = await asyncio.to_thread(grants.prepare) if grants else None
+        return grants, prepared, resources
 
     def add_keys(self, encoded: Iterable[str]) -> None:
         """Change-feed entries from SQL (``_KEY_SQL``: ``'user <id>'`` or ``'resource <id>'``)."""
@@ -509,7 +511,7 @@ class _Run:
         return [("all", "*")] if self.all_keys else sorted(self.keys)
 
 
-Batch = tuple[GrantRows, list[tuple[Any, ...]]]
+Batch = tuple[GrantRows, Prepared | None, list[tuple[Any, ...]]]
 Chunks = AsyncIterable[bytes]
 OnProgress = Callable[[Progress], None] | None
 
@@ -542,9 +544,13 @@ class _Db:
 
     async def copy_text(self, table: str, lines: list[str], columns: Sequence[str]) -> None:
         """COPY lines already in Postgres' text format (cheaper to build than binary tuples)."""
+        await self.copy_payload(table, "".join(lines).encode(), columns)
+
+    async def copy_payload(self, table: str, payload: bytes, columns: Sequence[str]) -> None:
+        """COPY a payload of lines in Postgres' text format."""
 
         async def source() -> AsyncIterator[bytes]:
-            yield "".join(lines).encode()
+            yield payload
 
         await self.conn.copy_to_table(
             table, source=source(), columns=columns, format="text", timeout=self.timeout
@@ -720,7 +726,7 @@ class ImportService:
                 await self._read_in_workers(chunks, run, queue, writer, tick, workers)
             else:
                 await self._read_here(chunks, run, queue, writer, tick)
-            await _hand(queue, run.take(), writer)
+            await _hand(queue, await run.take(), writer)
             await _hand(queue, None, writer)
             await writer
         except BaseException:
@@ -755,7 +761,7 @@ class ImportService:
                 await asyncio.to_thread(reader.feed, chunk)
                 run.records = reader.records
                 if run.batch_ready():
-                    await _hand(queue, run.take(), writer)
+                    await _hand(queue, await run.take(), writer)
                 if run.hopeless():
                     return
                 tick()
@@ -822,7 +828,7 @@ class ImportService:
                 while pending and (len(pending) > 2 * processes or pending[0].done()):
                     _apply(await pending.popleft(), run)
                 if run.batch_ready():
-                    await _hand(queue, run.take(), writer)
+                    await _hand(queue, await run.take(), writer)
                 if run.hopeless():
                     return
                 tick()
@@ -833,7 +839,7 @@ class ImportService:
             while pending:
                 _apply(await pending.popleft(), run)
                 if run.batch_ready():
-                    await _hand(queue, run.take(), writer)
+                    await _hand(queue, await run.take(), writer)
             if run.records == 0:
                 raise no_records()
         finally:
@@ -842,11 +848,11 @@ class ImportService:
 
     async def _write(self, db: _Db, queue: asyncio.Queue[Batch | None], run: _Run) -> None:
         while (batch := await queue.get()) is not None:
-            grants, resources = batch
+            grants, prepared, resources = batch
             if run.failed:
                 continue  # the import will roll back: spare the database
-            if grants:
-                await self._write_grants(db, grants, run)
+            if prepared is not None:
+                await self._write_grants(db, grants, prepared, run)
             if resources and not run.failed:
                 await self._write_resources(db, resources, run)
             run.loaded += len(grants) + len(resources)
@@ -889,15 +895,15 @@ class ImportService:
         await db.execute(f"DELETE FROM {table} WHERE line = ANY($1::int[])", [r[0] for r in again])
         return True
 
-    async def _stored(self, db: _Db, ids: list[str]) -> dict[str, bool]:
+    async def _stored(self, db: _Db, ids: list[str], prepared: Prepared) -> dict[str, bool]:
         """Which of ``ids`` are stored grants: id -> whether this import wrote it."""
         limit = RANGE_ROWS_PER_ID * len(ids)
-        rows = await db.fetch(_STORED_RANGE_SQL, min(ids), max(ids), limit)
+        rows = await db.fetch(_STORED_RANGE_SQL, prepared.first, prepared.last, limit)
         if len(rows) >= limit:
             rows = await db.fetch(_STORED_EXACT_SQL, ids)
         return {r[0]: r[1] for r in rows}
 
-    async def _write_grants(self, db: _Db, rows: GrantRows, run: _Run) -> None:
+    async def _write_grants(self, db: _Db, rows: GrantRows, prepared: Prepared, run: _Run) -> None:
         """New ids straight into grants; stored (or rejected) ones through staging.
 
         Duplicates: within the batch by ``seen``; a row this import wrote by ``ours``;
@@ -905,15 +911,12 @@ class ImportService:
         rejected row by ``run.rejected_ids``.
         """
         ids = rows.ids
-        stored = await self._stored(db, ids)
+        stored = await self._stored(db, ids, prepared)
         rejected = run.rejected_ids
-        if (
-            not stored
-            and rejected == {}  # none rejected so far (and not too many to keep)
-            and None not in rows.texts
-            and len(set(ids)) == len(ids)
-        ):  # the common case of a first load: every row is new
-            await self._copy_new(db, rows, run)
+        # The common case of a first load: every row valid, new and once in the batch,
+        # none rejected so far (and not too many to keep).
+        if not stored and rejected == {} and prepared.payload is not None:
+            await self._copy_new(db, rows, run, prepared.payload)
             return
         if rejected is None:  # too many rejected ids to keep: imp_gids knows them all
             staged_ids = await db.fetch(
@@ -964,11 +967,15 @@ class ImportService:
             run.report.counts.updated += merged["updated"]
             run.add_keys(merged["keys"])
 
-    async def _copy_new(self, db: _Db, rows: GrantRows, run: _Run) -> None:
-        """COPY rows whose ids are not stored straight into grants."""
+    async def _copy_new(
+        self, db: _Db, rows: GrantRows, run: _Run, payload: bytes | None = None
+    ) -> None:
+        """COPY rows whose ids are not stored straight into grants (``payload``: their
+        text, already joined)."""
         try:
-            lines = cast(list[str], rows.texts)  # new rows all have their text
-            await db.copy_text("grants", lines, _DIRECT_COLUMNS)
+            if payload is None:
+                payload = "".join(cast(list[str], rows.texts)).encode()  # all have text
+            await db.copy_payload("grants", payload, _DIRECT_COLUMNS)
         except asyncpg.UniqueViolationError:
             raise StoreUnavailableError(
                 "another client created a grant of this file while it was being imported;"

@@ -8,7 +8,7 @@ concatenates lines.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, cast
 
 import orjson
 
@@ -89,5 +89,24 @@ class GrantRows:
         self.texts.extend(other.texts)
         self.keys.extend(other.keys)
 
+    def prepare(self) -> Prepared:
+        """What the writer needs to know of a finished batch before it may COPY it (worked
+        out off the writer's path, so Postgres does not wait between batches)."""
+        ids = self.ids
+        texts = self.texts
+        clean = None not in texts and len(set(ids)) == len(ids)
+        payload = "".join(cast(list[str], texts)).encode() if clean else None
+        return Prepared(min(ids), max(ids), payload)
 
-__all__ = ["GrantRows", "change_key", "copy_text"]
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch's least and greatest id and, when every row is valid and its ids are
+    unique within the batch, its rows as one COPY text payload."""
+
+    first: str
+    last: str
+    payload: bytes | None
+
+
+__all__ = ["GrantRows", "Prepared", "change_key", "copy_text"]
