@@ -486,13 +486,19 @@ def table(result: dict[str, Any]) -> str:
     )
     t = result["targets"]
     met = "met" if t["rows_per_s"] >= t["rows_per_s_at_least"] else "NOT met"
-    near = "met" if t["times_raw_copy_binary"] <= t["times_raw_copy_at_most"] else "NOT met"
+    at_most = t["times_raw_copy_at_most"]
+
+    def within(times: float) -> str:
+        return f"{times}x, {'met' if times <= at_most else 'NOT met'}"
+
+    indexed_vs_text = round(indexed["seconds"] / text_floor, 2)
     lines += [
         "",
-        f"Targets: >= {t['rows_per_s_at_least']:,} rows/s: {met} ({t['rows_per_s']:,});"
-        f" within {t['times_raw_copy_at_most']:.0f}x of a raw COPY: {near}"
-        f" ({t['times_raw_copy_binary']}x binary, {t['times_raw_copy_text']}x text);"
-        f" {t['times_raw_copy_indexed']}x the COPY into an indexed copy of grants.",
+        f"Targets: >= {t['rows_per_s_at_least']:,} rows/s: {met} ({t['rows_per_s']:,})."
+        f" Within {at_most:.0f}x of a raw COPY: of the binary COPY"
+        f" {within(t['times_raw_copy_binary'])}; of the text COPY"
+        f" {within(t['times_raw_copy_text'])} (Postgres alone into the indexed table is"
+        f" {indexed_vs_text}x the text COPY; the import is {t['times_raw_copy_indexed']}x that).",
     ]
     return "\n".join(lines)
 
