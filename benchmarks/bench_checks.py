@@ -419,7 +419,7 @@ async def table_stats(conn: asyncpg.Connection) -> dict[str, Any]:
                   (SELECT value FROM ent_revision) AS revision,
                   pg_total_relation_size('grants') AS grants_bytes,
                   pg_relation_size('grants_resource_subject') AS idx_resource_subject_bytes,
-                  pg_relation_size('grants_subject_resource') AS idx_subject_resource_bytes,
+                  pg_relation_size('grants_subject') AS idx_subject_bytes,
                   pg_database_size(current_database()) AS database_bytes"""
     )
     return dict(row)
