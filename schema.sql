@@ -15,6 +15,10 @@ CREATE TABLE IF NOT EXISTS ent_revision (
     value     bigint  NOT NULL
 );
 INSERT INTO ent_revision (singleton, value) VALUES (true, 0) ON CONFLICT DO NOTHING;
+-- The change log keeps what came after changes_floor; older entries are pruned
+-- (ENTITLEMENTS_CHANGES_RETENTION). A reader asking from before the floor is told
+-- "everything changed".
+ALTER TABLE ent_revision ADD COLUMN IF NOT EXISTS changes_floor bigint NOT NULL DEFAULT 0;
 
 CREATE TABLE IF NOT EXISTS resources (
     id         text        COLLATE "C" PRIMARY KEY,

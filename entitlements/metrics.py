@@ -38,6 +38,9 @@ DB_LOADS = Counter("entitlements_db_loads_total", "Grant sets read from Postgres
 INVALIDATIONS = Counter(
     "entitlements_invalidations_total", "Change-feed entries applied to the caches", ["kind"]
 )
+CHANGES_PRUNED = Counter(
+    "entitlements_changes_pruned_total", "Change-log entries deleted after their retention"
+)
 BACKEND_ERRORS = Counter(
     "entitlements_backend_errors_total", "Failed calls to a backing store", ["backend", "op"]
 )

@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     staleness: float = Field(
         default=5.0, description="how stale a check without min_revision may be"
     )
+    changes_retention: float = Field(
+        default=14 * 86400.0,
+        description="how long the change log keeps an entry; 0 keeps them forever",
+    )
     cache_size: int = Field(
         default=100_000, ge=0, description="L1 entries per process; 0 turns caching off"
     )
@@ -89,10 +93,25 @@ class Settings(BaseSettings):
     def _durations(cls, value: Any) -> float:
         return parse_duration(value)
 
+    @field_validator("changes_retention", mode="before")
+    @classmethod
+    def _retention(cls, value: Any) -> float:
+        if value in (0, "0", "off", "never"):
+            return 0.0
+        return parse_duration(value)
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         if self.pool_min_size > self.pool_max_size:
             raise ValueError("pool_min_size must not exceed pool_max_size")
+        if 0 < self.changes_retention < self.exchange_max_lifetime:
+            # A feed reader that missed pruned entries is told "everything changed",
+            # which drops its cached answers but cannot name the tokens revoked in the
+            # gap: those must have expired by then.
+            raise ValueError(
+                "changes_retention must be 0 (keep forever) or at least"
+                " exchange_max_lifetime, so a revocation outlives the token it revokes"
+            )
         if self.issuer in {t.issuer for t in self.trusted_issuers}:
             raise ValueError("a trusted issuer cannot share the service's own issuer name")
         return self

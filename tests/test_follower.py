@@ -39,23 +39,21 @@ async def test_a_stopped_follower_closes_its_listen_connection(
 ) -> None:
     follower = ChangeFollower(store, pg_dsn, poll_interval=0.05)
     await follower.start(await store.revision())
-
-    async def listening() -> int:
-        return int(
-            await store.pool.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND query LIKE 'LISTEN%'"
-            )
-        )
-
     for _ in range(100):
-        if await listening():
+        if follower._conn is not None:
             break
         await asyncio.sleep(0.05)
-    assert await listening() == 1
+    assert follower._conn is not None
+    pid = follower._conn.get_server_pid()
+
+    async def listening() -> bool:
+        query = await store.pool.fetchval("SELECT query FROM pg_stat_activity WHERE pid = $1", pid)
+        return bool(query and query.startswith("LISTEN"))
+
+    assert await listening()
     await asyncio.wait_for(follower.stop(), 10)
     for _ in range(100):
         if not await listening():
             break
         await asyncio.sleep(0.05)
-    assert await listening() == 0
+    assert not await listening()

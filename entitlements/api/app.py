@@ -39,6 +39,7 @@ from entitlements.service.tokens import TokenService
 from entitlements.settings import Settings
 from entitlements.store.follower import ChangeFollower
 from entitlements.store.postgres import Change, PostgresStore
+from entitlements.store.pruner import ChangePruner
 from entitlements_client import IssuerConfig, KeySet, TokenVerifier
 
 log = logging.getLogger("entitlements")
@@ -175,6 +176,7 @@ def create_app(settings: Settings) -> FastAPI:
         follower.revision = floor
         await follower.catch_up()
         await follower.start(follower.revision)
+        pruner = ChangePruner(store, settings.changes_retention)
         state = AppState(
             settings=settings,
             store=store,
@@ -192,9 +194,11 @@ def create_app(settings: Settings) -> FastAPI:
         # not land on requests.
         gc.collect()
         gc.freeze()
+        pruner.start()
         try:
             yield {"ent": state}
         finally:
+            await pruner.stop()
             await follower.stop()
             if redis is not None:
                 await redis.close()

@@ -27,8 +27,11 @@ MAX_WAIT = 30.0
     description=(
         "Returns `{revision, changes: [{revision, kind, key}], more}`. kind is `resource`"
         " (that resource and everything under it), `user` (that user's own grants), `token`"
-        " (a revoked jti) or `all` (drop every cached answer). Call again with"
-        " `since=<revision>`; `more: true` means call again at once."
+        " (a revoked jti) or `all` (drop every cached answer; also the first entry when"
+        " `since` is older than the log keeps, see ENTITLEMENTS_CHANGES_RETENTION). Call"
+        " again with `since=<revision>`; `more: true` means call again at once. A page"
+        " holds whole revisions: those of the first `limit` entries, the last one complete"
+        " (a revision has at most 10,000 entries)."
     ),
 )
 async def changes(
@@ -43,12 +46,10 @@ async def changes(
         # The in-process follower already tracks the newest revision (NOTIFY-driven), so
         # waiting costs no database query; the feed itself is read once something is new.
         await ent.follower.wait_past(since, wait)
-    current, found = await ent.store.changes_since(since, limit=limit)
-    more = len(found) == limit
-    reached = found[-1].revision - 1 if more else current
+    page = await ent.store.changes_since(since, limit=limit)
     body = {
-        "revision": max(reached, since),
-        "changes": [{"revision": c.revision, "kind": c.kind, "key": c.key} for c in found],
-        "more": more,
+        "revision": page.reached,
+        "changes": [{"revision": c.revision, "kind": c.kind, "key": c.key} for c in page.changes],
+        "more": page.more,
     }
     return Response(orjson.dumps(body), media_type="application/json")

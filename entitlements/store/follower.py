@@ -18,14 +18,13 @@ from typing import Any
 import asyncpg
 
 from entitlements.errors import StoreUnavailableError
-from entitlements.store.postgres import MAX_CHANGE_KEYS, Change, PostgresStore
+from entitlements.store.postgres import Change, PostgresStore
 
 log = logging.getLogger("entitlements.changes")
 
 PAGE = 20_000
 STOP_WAIT = 1.0  # seconds per attempt to stop the follower's task
 STOP_ATTEMPTS = 5
-assert MAX_CHANGE_KEYS < PAGE
 
 Listener = Callable[[Sequence[Change], int], Awaitable[None]]
 
@@ -86,17 +85,14 @@ class ChangeFollower:
 
     async def _catch_up(self) -> int:
         while True:
-            current, changes = await self.store.changes_since(self.revision, limit=PAGE)
-            # A page may end inside a revision; only a whole revision counts as applied.
-            # (A write records at most MAX_CHANGE_KEYS keys, fewer than a page, so this advances.)
-            reached = current if len(changes) < PAGE else changes[-1].revision - 1
+            page = await self.store.changes_since(self.revision, limit=PAGE)
             for listener in self.listeners:
-                await listener(changes, max(reached, self.revision))
-            if reached > self.revision:
-                self.revision = reached
+                await listener(page.changes, page.reached)
+            if page.reached > self.revision:
+                self.revision = page.reached
                 async with self._advanced:
                     self._advanced.notify_all()
-            if self.revision >= current:
+            if not page.more:
                 return self.revision
 
     async def wait_past(self, revision: int, timeout: float) -> bool:
