@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 from sdk_support import (  # noqa: F401  (fixtures)
     AUDIENCE,
@@ -26,6 +27,7 @@ from sdk_support import (  # noqa: F401  (fixtures)
 )
 
 from entitlements.keys.signing import SigningKey, generate, mint
+from entitlements.store.postgres import bump_revision
 from entitlements_client import (
     Decision,
     ForbiddenError,
@@ -441,6 +443,31 @@ async def test_the_change_feed_drops_what_changed(
     )
     await eventually(lambda: sdk.client.stats().cache_size == 0, timeout=5)
     assert (await sdk.authorize(catalogue.premium, t0, "stream", "GB")).allowed
+
+
+async def test_the_feed_gets_past_a_revision_bigger_than_its_page(
+    sdks: SdkFactory, service: ServiceServer, catalogue: Catalogue
+) -> None:
+    """One revision recording more keys than the SDK asks for per page (1,000; a bulk
+    import records up to 10,000) is taken whole, and the feed goes on."""
+    sdk = sdks(service_token=service.service_token())
+    t0 = catalogue.tracks[0]
+    await sdk.authorize(catalogue.buyer, t0, "stream", "GB")
+    await eventually(lambda: sdk.client.stats().feed_fresh, timeout=5)
+    assert sdk.client.stats().cache_size == 1
+    assert service.settings.database_url is not None
+    conn = await asyncpg.connect(service.settings.database_url)
+    try:
+        async with conn.transaction():
+            keys = [("user", f"bulk{k}") for k in range(1_499)] + [("user", catalogue.user)]
+            big = await bump_revision(conn, keys)
+    finally:
+        await conn.close()
+    sdk.log.reset()
+    await eventually(lambda: (sdk.client.stats().feed_revision or 0) >= big, timeout=5)
+    assert sdk.client.stats().cache_size == 0  # the buyer was in it
+    await asyncio.sleep(0.5)  # a feed stuck on the big revision would keep asking
+    assert sdk.log.paths["/v1/changes"] <= 4
 
 
 async def test_a_revoked_exchanged_token_is_refused_within_the_bound(
