@@ -611,6 +611,7 @@ def test_decision_json() -> None:
         "valid_until": "2026-03-11T12:00:00Z",
         "revision": 9,
         "attributes": {"q": 1},
+        "ancestors": [],
     }
 
 

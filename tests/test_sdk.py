@@ -445,6 +445,28 @@ async def test_the_change_feed_drops_what_changed(
     assert (await sdk.authorize(catalogue.premium, t0, "stream", "GB")).allowed
 
 
+async def test_a_release_change_drops_only_the_answers_under_it(
+    sdks: SdkFactory, service: ServiceServer, catalogue: Catalogue
+) -> None:
+    sdk = sdks(service_token=service.service_token())
+    other_release, other_track = unique("release:o"), unique("track:o")
+    service.put_resource(other_release, [catalogue.label])
+    service.put_resource(other_track, [other_release])
+    here = await sdk.authorize(catalogue.premium, catalogue.tracks[0], "stream", "GB")
+    there = await sdk.authorize(catalogue.premium, other_track, "stream", "GB")
+    assert catalogue.release in (here.ancestors or ())
+    assert (there.ancestors or ()) == tuple(sorted((catalogue.label, other_release)))
+    await eventually(lambda: sdk.client.stats().feed_fresh, timeout=5)
+    assert sdk.client.stats().cache_size == 2
+    service.put_grant(
+        unique("g-"), subject="*", resource=other_release, actions=["preview"], territories=["GB"]
+    )
+    await eventually(lambda: sdk.client.stats().cache_size == 1, timeout=5)
+    sdk.log.reset()
+    assert (await sdk.authorize(catalogue.premium, catalogue.tracks[0], "stream", "GB")).allowed
+    assert sdk.log.checks == 0  # still cached: the other release's change did not touch it
+
+
 async def test_the_feed_gets_past_a_revision_bigger_than_its_page(
     sdks: SdkFactory, service: ServiceServer, catalogue: Catalogue
 ) -> None:

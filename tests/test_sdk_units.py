@@ -44,13 +44,19 @@ class Clock:
         return self.now
 
 
-def decision(allowed: bool = True, revision: int = 10, until: datetime | None = None) -> Decision:
+def decision(
+    allowed: bool = True,
+    revision: int = 10,
+    until: datetime | None = None,
+    ancestors: tuple[str, ...] | None = None,
+) -> Decision:
     return Decision(
         allowed=allowed,
         reason="granted" if allowed else "not_licensed",
         grant="g" if allowed else None,
         valid_until=until,
         revision=revision,
+        ancestors=ancestors,
     )
 
 
@@ -152,7 +158,45 @@ def test_feed_changes_drop_what_they_name() -> None:
     assert cache.cursor == 5
 
 
+def test_a_change_drops_the_answers_under_it_and_keeps_the_rest() -> None:
+    """With the ancestors the service sends, a label or release change drops exactly the
+    answers about resources under it."""
+    cache = DecisionCache(100, max_age=60, staleness=5, clock=Clock())
+    cache.follow()
+    acme = ("label:acme", "release:a1")
+    cache.put(key("a", "track:1"), decision(revision=1, ancestors=acme))
+    cache.put(key("b", "track:1"), decision(revision=1, ancestors=acme))
+    cache.put(key("a", "track:2"), decision(revision=1, ancestors=("label:acme", "release:a2")))
+    cache.put(key("a", "track:3"), decision(revision=1, ancestors=("label:indie", "release:i1")))
+    cache.put(key("a", "release:a1"), decision(revision=1, ancestors=("label:acme",)))
+    cache.apply([(2, "resource", "release:a1")], 2, caught_up=True)
+    assert sorted(k[2] for k in cache._entries) == ["track:2", "track:3"]
+    cache.apply([(3, "resource", "label:acme")], 3, caught_up=True)
+    assert [k[2] for k in cache._entries] == ["track:3"]
+    cache.apply([(4, "resource", "label:other")], 4, caught_up=True)
+    assert [k[2] for k in cache._entries] == ["track:3"]
+    # An entry replaced or evicted leaves no trace in the indexes.
+    cache.put(key("a", "track:3"), decision(revision=5, ancestors=("label:new",)))
+    cache.apply([(6, "resource", "label:indie")], 6, caught_up=True)
+    assert len(cache) == 1
+    cache.apply([(7, "resource", "label:new")], 7, caught_up=True)
+    assert len(cache) == 0 and not cache._by_resource and not cache._by_subject
+
+
+def test_without_ancestors_a_change_above_the_cached_type_drops_them() -> None:
+    cache = DecisionCache(100, max_age=60, staleness=5, clock=Clock())
+    cache.follow()
+    cache.put(key("a", "track:9"), decision(revision=1, ancestors=("label:indie",)))
+    cache.put(key("a", "label:x"), decision(revision=1))
+    cache.apply([(2, "resource", "release:7")], 2, caught_up=True)
+    # The track's ancestry is known and lacks release:7: it stays. The label's answer
+    # came without ancestors and is of another type than a release: it may sit under
+    # it, so it goes.
+    assert [k[2] for k in cache._entries] == ["track:9"]
+
+
 def test_a_change_above_the_cached_type_drops_everything() -> None:
+    """Answers from a service that sends no ancestors."""
     cache = DecisionCache(100, max_age=60, staleness=5, clock=Clock())
     cache.follow()
     cache.put(key("a", "track:1"), decision(revision=1))

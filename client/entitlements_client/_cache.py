@@ -10,14 +10,16 @@ service's answer depends on besides time and data. Rules:
   has been applied). Without a feed, entries simply live ``staleness``
   seconds. Either way a revoked right is never served from here for longer
   than ``staleness`` after the revoke reached the service's change log.
-- The feed drops exactly what it names where the SDK can tell: ``user`` → that
-  subject's entries; ``all`` → everything; ``token`` → the jti is remembered
-  as revoked. A ``resource`` change applies to that resource *and its
-  descendants*, which the SDK cannot see, so: entries for that resource go,
-  and if any cached entry is of another type than the changed resource (a
-  label or release changed while tracks are cached) everything goes. Same-type
-  nesting (a release inside a release) is assumed absent unless
-  ``nested_same_type=True``, which makes every resource change clear the cache.
+- The feed drops exactly what it names: ``user`` → that subject's entries;
+  ``all`` → everything; ``token`` → the jti is remembered as revoked. A
+  ``resource`` change applies to that resource *and its descendants*: the
+  service sends each decision's ``ancestors``, so the entries for that resource
+  and those whose resource sits under it go, and nothing else. For a decision
+  without ``ancestors`` (a service older than this SDK) descendants are
+  invisible, so such entries of another type than the changed resource go too
+  (a label or release changed while tracks are cached). Same-type nesting (a
+  release inside a release) is assumed absent for them unless
+  ``nested_same_type=True``, which makes every resource change drop them all.
 - A decision computed at a revision older than the newest change already
   applied is not stored: it may predate that change.
 """
@@ -72,7 +74,8 @@ class DecisionCache:
         self._entries: OrderedDict[CacheKey, _Entry] = OrderedDict()
         self._by_subject: dict[str, set[CacheKey]] = {}
         self._by_resource: dict[str, set[CacheKey]] = {}
-        self._type_counts: dict[str, int] = {}
+        #: Entries whose decision came without ``ancestors``, by resource type.
+        self._blind: dict[str, set[CacheKey]] = {}
         #: Revision of the change feed applied so far; None until the feed is followed.
         self.cursor: int | None = None
         self._following = False
@@ -152,7 +155,7 @@ class DecisionCache:
                     return False
             self._remove(key)
             self._entries[key] = _Entry(decision, now, expires)
-            self._index(key)
+            self._index(key, decision.ancestors)
             while len(self._entries) > self.maxsize:
                 self._remove(next(iter(self._entries)))
         return True
@@ -215,39 +218,53 @@ class DecisionCache:
     def _drop_resource(self, resource: str) -> None:
         for k in list(self._by_resource.get(resource, ())):
             self._remove(k)
-        if not self._entries:
+        if not self._blind:
             return
         kind = resource.split(":", 1)[0]
-        # Descendants are invisible here: anything of another type may sit under it.
-        if self.nested_same_type or any(t != kind for t in self._type_counts):
-            self._clear()
+        # Entries without ancestors: anything of another type may sit under it.
+        for t in list(self._blind):
+            if self.nested_same_type or t != kind:
+                for k in list(self._blind.get(t, ())):
+                    self._remove(k)
 
     def _clear(self) -> None:
         self._entries.clear()
         self._by_subject.clear()
         self._by_resource.clear()
-        self._type_counts.clear()
+        self._blind.clear()
 
-    def _index(self, key: CacheKey) -> None:
+    def _index(self, key: CacheKey, ancestors: tuple[str, ...] | None) -> None:
         subject, _roles, resource, _action, _territory = key
-        self._by_subject.setdefault(subject, set()).add(key)
-        self._by_resource.setdefault(resource, set()).add(key)
-        kind = resource.split(":", 1)[0]
-        self._type_counts[kind] = self._type_counts.get(kind, 0) + 1
+        _add(self._by_subject, subject, key)
+        _add(self._by_resource, resource, key)
+        if ancestors is None:
+            _add(self._blind, resource.split(":", 1)[0], key)
+        else:
+            for a in ancestors:
+                _add(self._by_resource, a, key)
 
     def _remove(self, key: CacheKey) -> None:
-        if self._entries.pop(key, None) is None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
             return
         subject, _roles, resource, _action, _territory = key
-        for index, name in ((self._by_subject, subject), (self._by_resource, resource)):
-            keys = index.get(name)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del index[name]
-        kind = resource.split(":", 1)[0]
-        left = self._type_counts.get(kind, 0) - 1
-        if left > 0:
-            self._type_counts[kind] = left
+        _discard(self._by_subject, subject, key)
+        _discard(self._by_resource, resource, key)
+        ancestors = entry.decision.ancestors
+        if ancestors is None:
+            _discard(self._blind, resource.split(":", 1)[0], key)
         else:
-            self._type_counts.pop(kind, None)
+            for a in ancestors:
+                _discard(self._by_resource, a, key)
+
+
+def _add(index: dict[str, set[CacheKey]], name: str, key: CacheKey) -> None:
+    index.setdefault(name, set()).add(key)
+
+
+def _discard(index: dict[str, set[CacheKey]], name: str, key: CacheKey) -> None:
+    keys = index.get(name)
+    if keys is not None:
+        keys.discard(key)
+        if not keys:
+            del index[name]

@@ -42,6 +42,9 @@ class Decision:
     (``None``: no time-based change ahead); the SDK never serves a remembered
     decision past it. ``revision`` is the data revision the answer was
     computed at. ``attributes`` is the allowing grant's read-only attributes.
+    ``ancestors`` are the resource's ancestors at that revision (``None``: the
+    service did not say); the SDK's cache uses them to drop exactly the answers a
+    change to a label or release affects.
 
     ``bool(decision)`` is ``decision.allowed``, so ``if decision:`` is safe.
     """
@@ -52,6 +55,7 @@ class Decision:
     valid_until: datetime | None
     revision: int
     attributes: Mapping[str, Any] | None = None
+    ancestors: tuple[str, ...] | None = None
 
     def __bool__(self) -> bool:
         return self.allowed
@@ -82,6 +86,11 @@ class Decision:
             valid_until = valid_until.astimezone(UTC)
         if attributes is not None and not isinstance(attributes, dict):
             raise ValueError("bad 'attributes'")
+        ancestors = obj.get("ancestors")
+        if ancestors is not None and (
+            not isinstance(ancestors, list) or not all(isinstance(a, str) for a in ancestors)
+        ):
+            raise ValueError("bad 'ancestors'")
         return cls(
             allowed=allowed,
             reason=reason,
@@ -89,6 +98,7 @@ class Decision:
             valid_until=valid_until,
             revision=revision,
             attributes=MappingProxyType(attributes) if attributes is not None else None,
+            ancestors=tuple(ancestors) if ancestors is not None else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -102,6 +112,7 @@ class Decision:
             "valid_until": text,
             "revision": self.revision,
             "attributes": dict(self.attributes) if self.attributes is not None else None,
+            **({} if self.ancestors is None else {"ancestors": list(self.ancestors)}),
         }
 
 

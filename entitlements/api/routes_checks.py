@@ -59,6 +59,12 @@ DECISION_SCHEMA: dict[str, Any] = {
         "valid_until": {"type": ["string", "null"], "format": "date-time"},
         "revision": {"type": "integer"},
         "attributes": {"type": ["object", "null"]},
+        "ancestors": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "the resource's ancestors at `revision`: a change to any of"
+            " them (GET /v1/changes) may change this answer",
+        },
     },
 }
 

@@ -125,6 +125,8 @@ class Decision:
     ``valid_until`` is an instant no later than the first one at which
     ``allowed`` or ``reason`` would change by time alone; callers may cache the
     decision until then. ``revision`` is the data revision it was computed at.
+    ``ancestors``: the resource's ancestors at that revision, sorted — a change
+    feed entry naming any of them (or the resource) may change the answer.
     """
 
     allowed: bool
@@ -133,6 +135,7 @@ class Decision:
     valid_until: datetime | None
     revision: int
     attributes: Mapping[str, Any] | None = None
+    ancestors: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -142,6 +145,7 @@ class Decision:
             "valid_until": format_time(self.valid_until),
             "revision": self.revision,
             "attributes": dict(self.attributes) if self.attributes is not None else None,
+            "ancestors": list(self.ancestors),
         }
 
 

@@ -91,8 +91,11 @@ def _lasts_longer(a: Grant, b: Grant) -> bool:
     return a.id < b.id
 
 
-def decide(grants: Iterable[Grant], query: Query, revision: int) -> Decision:
-    """Evaluate a check exactly, including when the answer next changes.
+def decide(
+    grants: Iterable[Grant], query: Query, revision: int, ancestors: tuple[str, ...] = ()
+) -> Decision:
+    """Evaluate a check exactly, including when the answer next changes (``ancestors``
+    is carried into the decision as it is).
 
     The decision is piecewise constant between window boundaries (windows are
     half-open), so the first boundary after ``at`` where the outcome differs is
@@ -120,4 +123,5 @@ def decide(grants: Iterable[Grant], query: Query, revision: int) -> Decision:
         valid_until=valid_until,
         revision=revision,
         attributes=grant.attributes if grant is not None and reason == "granted" else None,
+        ancestors=ancestors,
     )

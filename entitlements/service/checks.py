@@ -82,7 +82,8 @@ def _decide(req: CheckRequest, data: CheckData, subjects: frozenset[str], at: da
         territory=req.territory,
         at=at,
     )
-    return decide(data.grants, query, data.revision)
+    ancestors = tuple(sorted(a for a in data.ancestors if a != req.resource))
+    return decide(data.grants, query, data.revision, ancestors)
 
 
 def encode_cursor(resource: str) -> str:
