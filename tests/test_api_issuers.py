@@ -330,7 +330,8 @@ def test_bad_issuer_policies_are_refused_at_start(
 
 def configured(*items: dict[str, Any]) -> Settings:
     """Settings as ENTITLEMENTS_TRUSTED_ISSUERS would give them (validated the same way)."""
-    return Settings(**{"trusted_issuers": list(items)})
+    values: dict[str, Any] = {"trusted_issuers": list(items)}
+    return Settings(**values)
 
 
 def test_overlapping_namespaces_are_refused_at_start(idps: Idps) -> None:
