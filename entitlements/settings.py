@@ -14,10 +14,26 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from entitlements_client import parse_duration
+from entitlements_client.issuers import check_namespaces, resolve_subject_prefix
+
+EntitlementsScope = Literal[
+    "entitlements:check",
+    "entitlements:check:any",
+    "entitlements:admin",
+    "entitlements:import",
+    "entitlements:exchange",
+    "entitlements:*",
+]
 
 
 class TrustedIssuer(BaseModel):
-    """An external identity provider whose access tokens the service accepts."""
+    """An external identity provider whose access tokens the service accepts.
+
+    ``subject_prefix``: its users are ``subject_prefix + sub`` (``sub`` is unique
+    only within its issuer); unset, the issuer followed by ``|``; ``""`` shares the
+    service's own bare namespace. ``allowed_scopes``: the only ``entitlements:*``
+    scopes honoured from its tokens (``entitlements:*``: all of them).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -29,16 +45,40 @@ class TrustedIssuer(BaseModel):
     roles_claim: str = "roles"
     typ: str | None = "at+jwt"
     max_lifetime: float = 86400.0
+    subject_prefix: str | None = None
+    allowed_scopes: tuple[EntitlementsScope, ...] = ("entitlements:check",)
 
     _duration = field_validator("max_lifetime", mode="before")(
         classmethod(lambda cls, v: parse_duration(v))
     )
 
+    @field_validator("subject_prefix")
+    @classmethod
+    def _prefix_given(cls, value: str | None) -> str:
+        # Only an explicit null reaches here (defaults are not validated).
+        if value is None:
+            raise ValueError(
+                "must be a string: omit it for the default (the issuer followed by '|'),"
+                ' or "" to share the service\'s own namespace'
+            )
+        return value
+
     @model_validator(mode="after")
     def _one_source(self) -> TrustedIssuer:
         if (self.jwks_url is None) == (self.jwks_file is None):
             raise ValueError(f"issuer {self.issuer!r}: give exactly one of jwks_url and jwks_file")
+        resolve_subject_prefix(self.issuer, self.subject_prefix)  # fail at start, not per token
         return self
+
+    @property
+    def effective_prefix(self) -> str:
+        """The user ids of this issuer's tokens start with this."""
+        return resolve_subject_prefix(self.issuer, self.subject_prefix)
+
+    @property
+    def prefix_is_default(self) -> bool:
+        """Whether ``subject_prefix`` was left out (older configurations: see the warning)."""
+        return "subject_prefix" not in self.model_fields_set
 
 
 class Settings(BaseSettings):
@@ -114,4 +154,5 @@ class Settings(BaseSettings):
             )
         if self.issuer in {t.issuer for t in self.trusted_issuers}:
             raise ValueError("a trusted issuer cannot share the service's own issuer name")
+        check_namespaces(t.effective_prefix for t in self.trusted_issuers)
         return self

@@ -44,6 +44,7 @@ def verifier_for(api: Api, audience: str, typ: str) -> TokenVerifier:
                 keys=keys,
                 typ=(typ,),
                 max_lifetime=7 * 86400,
+                subject_prefix="",  # our tokens carry the user id itself (service_issuer)
             )
         ]
     )

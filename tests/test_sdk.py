@@ -499,7 +499,15 @@ async def test_a_revoked_exchanged_token_is_refused_within_the_bound(
     itself still verifies (and was remembered)."""
     jwks = KeySet(url=service.url + "/.well-known/jwks.json")
     accepts_exchanged = TokenVerifier(
-        [IssuerConfig(issuer=ISSUER, audience=AUDIENCE, keys=jwks, typ=("at+jwt", "exchange+jwt"))]
+        [
+            IssuerConfig(
+                issuer=ISSUER,
+                audience=AUDIENCE,
+                keys=jwks,
+                typ=("at+jwt", "exchange+jwt"),
+                subject_prefix="",  # the service's own tokens, as service_issuer() trusts them
+            )
+        ]
     )
     sdk = sdks(verifier=accepts_exchanged, service_token=service.service_token(), staleness=2.0)
     user = service.token(unique("dora-"), roles=(PREMIUM,), scopes=("library:read",))

@@ -32,6 +32,8 @@ from entitlements_client.verify import (
 ISSUER = "https://id.example.test"
 AUDIENCE = "entitlements-api"
 NOW = 1_800_000_000
+# The user id of the test tokens (sub "user-1"): in the issuer's namespace by default.
+USER = ISSUER + "|user-1"
 
 
 class Clock:
@@ -85,7 +87,7 @@ def test_valid_token_verifies(bundle: KeyBundle, alg: str) -> None:
     )
     assert isinstance(verified, VerifiedToken)
     assert verified.issuer == ISSUER
-    assert verified.subject == "user-1"
+    assert verified.subject == USER
     assert verified.audience == (AUDIENCE,)
     assert (verified.issued_at, verified.expires_at) == (NOW, NOW + 600)
     assert verified.scopes == frozenset({"a", "b", "c"})
@@ -100,11 +102,11 @@ def test_valid_token_verifies(bundle: KeyBundle, alg: str) -> None:
 @pytest.mark.parametrize("alg", ["EdDSA", "ES256", "RS256"])
 async def test_valid_token_verifies_async(bundle: KeyBundle, alg: str) -> None:
     verified = await verifier_for(bundle).averify(token(bundle, alg))
-    assert verified.subject == "user-1"
+    assert verified.subject == USER
 
 
 def test_bytes_token_verifies(bundle: KeyBundle) -> None:
-    assert verifier_for(bundle).verify(token(bundle).encode()).subject == "user-1"
+    assert verifier_for(bundle).verify(token(bundle).encode()).subject == USER
 
 
 def test_claims_are_deeply_read_only(bundle: KeyBundle) -> None:

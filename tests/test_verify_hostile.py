@@ -64,7 +64,7 @@ def test_a_valid_token_from_the_same_bundle_verifies(
 ) -> None:
     # Guards the suite itself: the hostile tokens fail for their defect, not the setup.
     for alg in KeyBundle.algorithms:
-        assert verifier.verify(mint(bundle, ISSUER, AUDIENCE, alg=alg)).subject == "user-1"
+        assert verifier.verify(mint(bundle, ISSUER, AUDIENCE, alg=alg)).claims["sub"] == "user-1"
 
 
 @pytest.mark.parametrize("case_id", HOSTILE_CASE_IDS)

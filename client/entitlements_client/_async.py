@@ -35,7 +35,10 @@ class AsyncEntitlements(BaseEntitlements[asyncio.Future[Decision]]):
 
     - with ``service_token`` (a token carrying ``entitlements:check:any``, or a
       callable returning a current one), checks name the user (``subject`` and
-      ``roles`` from the verified token) and go out under that one identity:
+      ``roles`` from the verified token; the subject is the user id in the
+      namespace of the issuer that verified it, ``subject_prefix + sub``, so
+      configure each :class:`IssuerConfig` as the service configures it) and go
+      out under that one identity:
       different users' checks share batches, and the client follows the
       change feed (``follow_changes``) so cached decisions live up to
       ``max_age`` and are dropped when their user or resource changes;

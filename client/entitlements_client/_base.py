@@ -38,6 +38,7 @@ from ._errors import (
     UnavailableError,
 )
 from ._models import BreakerPolicy, ClientStats, Decision, RetryPolicy
+from .issuers import ALL_SCOPES
 from .jwks import KeySet
 from .verify import IssuerConfig, TokenVerifier, VerifiedToken
 
@@ -72,10 +73,20 @@ def service_issuer(
 
     Its keys come from ``<base_url>/.well-known/jwks.json`` (https, or http on
     loopback); ``issuer``/``audience`` are the service's ``ENTITLEMENTS_ISSUER``
-    and ``ENTITLEMENTS_AUDIENCE``.
+    and ``ENTITLEMENTS_AUDIENCE``. The service's tokens are "ours": their ``sub``
+    is the user id as it is (no ``subject_prefix``; the service already put an
+    external user's namespace in the ``sub`` of the tokens it exchanged for them)
+    and every ``entitlements:*`` scope they carry counts.
     """
     keys = KeySet(url=base_url.rstrip("/") + "/.well-known/jwks.json")
-    return IssuerConfig(issuer=issuer, audience=audience, keys=keys, algorithms=tuple(algorithms))
+    return IssuerConfig(
+        issuer=issuer,
+        audience=audience,
+        keys=keys,
+        algorithms=tuple(algorithms),
+        subject_prefix="",
+        allowed_scopes=(ALL_SCOPES,),
+    )
 
 
 # -- I/O requests the generators yield ------------------------------------------------

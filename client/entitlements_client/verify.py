@@ -22,6 +22,9 @@ Policy (DESIGN.md "Tokens"; RFC 7515/7519/8725/9068):
   NumericDates are JSON integers (not floats, strings or booleans); ``exp``
   and ``nbf``/``iat`` are checked with a leeway of at most 30 s; ``exp - iat``
   is capped per issuer.
+- The issuer's policy (:mod:`entitlements_client.issuers`) gives the token its
+  meaning: the user id is ``subject_prefix + sub`` (at most 256 characters in
+  all), and only the ``entitlements:*`` scopes in ``allowed_scopes`` count.
 - Every failure is an :class:`InvalidTokenError` with a stable ``code``;
   unexpected exceptions from parsing or cryptography are converted too.
 
@@ -48,6 +51,7 @@ from types import MappingProxyType
 from typing import Any, Final, NamedTuple, NoReturn
 
 from ._errors import InvalidTokenError
+from .issuers import SCOPE_NAMESPACE, IssuerConfig, check_namespaces, parse_duration
 from .jwks import ALGORITHMS, KeySet, PublicKey
 
 __all__ = [
@@ -74,41 +78,6 @@ _B64_INDEX: Final = {
     c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 }
 _SURROGATE_ESCAPE_RE: Final = re.compile(r"\\u[dD][89a-fA-F]")
-_DURATION_RE: Final = re.compile(r"(?:[0-9]{1,9}[smhd])+|[0-9]{1,9}")
-_DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_ISSUER_ITEM_KEYS: Final = frozenset(
-    [
-        "issuer",
-        "audience",
-        "jwks_url",
-        "jwks_file",
-        "algorithms",
-        "roles_claim",
-        "typ",
-        "max_lifetime",
-        "allow_insecure_http",
-    ]
-)
-
-
-def parse_duration(value: str | float) -> float:
-    """Seconds in ``"30s"``, ``"15m"``, ``"24h"``, ``"7d"``, ``"1h30m"``, ``"90"`` or a number."""
-    if isinstance(value, bool):
-        raise ValueError("a duration cannot be a boolean")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and _DURATION_RE.fullmatch(value.strip()):
-        text = value.strip()
-        if text.isdigit():
-            seconds = float(text)
-        else:
-            parts = re.findall(r"([0-9]+)([smhd])", text)
-            seconds = float(sum(int(n) * _DURATION_UNITS[u] for n, u in parts))
-    else:
-        raise ValueError(f"invalid duration {value!r}; use e.g. '30s', '15m', '24h', '7d'")
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError("a duration must be positive")
-    return seconds
 
 
 def _normalize_typ(typ: str) -> str:
@@ -118,89 +87,16 @@ def _normalize_typ(typ: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class IssuerConfig:
-    """One trusted issuer: who it is, which audience it must name, its keys and its policy.
-
-    ``algorithms`` may only contain EdDSA, ES256 and RS256. ``roles_claim`` is
-    a dotted path into the payload (``realm_access.roles`` for Keycloak).
-    ``typ`` lists accepted ``typ`` header values; include ``""`` to accept
-    tokens without one. ``max_lifetime`` caps ``exp - iat`` in seconds.
-    """
-
-    issuer: str
-    audience: str
-    keys: KeySet
-    algorithms: tuple[str, ...] = ("EdDSA",)
-    roles_claim: str = "roles"
-    typ: tuple[str, ...] = ("at+jwt",)
-    max_lifetime: float = 86_400.0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.issuer, str) or not self.issuer:
-            raise ValueError("issuer must be a non-empty string")
-        if not isinstance(self.audience, str) or not self.audience:
-            raise ValueError("audience must be a non-empty string")
-        if not isinstance(self.keys, KeySet):
-            raise ValueError("keys must be a KeySet")
-        algorithms = (
-            (self.algorithms,) if isinstance(self.algorithms, str) else tuple(self.algorithms)
-        )
-        if not algorithms or any(a not in ALGORITHMS for a in algorithms):
-            raise ValueError(f"algorithms must be a non-empty subset of {sorted(ALGORITHMS)}")
-        typ = (self.typ,) if isinstance(self.typ, str) else tuple(self.typ)
-        if not typ or not all(isinstance(t, str) for t in typ):
-            raise ValueError("typ must be a non-empty list of strings ('' accepts no typ)")
-        if not isinstance(self.roles_claim, str) or not all(self.roles_claim.split(".")):
-            raise ValueError("roles_claim must be a dotted path such as 'realm_access.roles'")
-        lifetime = self.max_lifetime
-        if isinstance(lifetime, bool) or not isinstance(lifetime, int | float):
-            raise ValueError("max_lifetime must be a number of seconds")
-        if not math.isfinite(lifetime) or lifetime <= 0:
-            raise ValueError("max_lifetime must be positive")
-        object.__setattr__(self, "algorithms", algorithms)
-        object.__setattr__(self, "typ", typ)
-        object.__setattr__(self, "max_lifetime", float(lifetime))
-
-    @classmethod
-    def from_mapping(cls, item: Mapping[str, Any], **keyset_options: Any) -> IssuerConfig:
-        """Build from one ``ENTITLEMENTS_TRUSTED_ISSUERS`` item.
-
-        ``{"issuer", "audience", "jwks_url" | "jwks_file", "algorithms", "roles_claim",
-        "typ", "max_lifetime"}`` plus optional ``"allow_insecure_http"``;
-        ``typ`` may be a string, a list, or null (= no ``typ`` header);
-        ``max_lifetime`` a number of seconds or a duration such as ``"24h"``.
-        ``keyset_options`` go to :class:`KeySet` (``min_refetch_interval``…).
-        Unknown keys raise :class:`ValueError`, so a typo cannot weaken the policy.
-        """
-        if not isinstance(item, Mapping):
-            raise ValueError("a trusted issuer must be a JSON object")
-        unknown = set(item) - _ISSUER_ITEM_KEYS
-        if unknown:
-            raise ValueError(f"unknown trusted-issuer keys: {sorted(unknown)}")
-        url, file = item.get("jwks_url"), item.get("jwks_file")
-        if (url is None) == (file is None):
-            raise ValueError("a trusted issuer needs exactly one of jwks_url and jwks_file")
-        keys = KeySet(
-            url=url,
-            file=file,
-            allow_insecure_http=bool(item.get("allow_insecure_http", False)),
-            **keyset_options,
-        )
-        typ = item.get("typ", "at+jwt")
-        return cls(
-            issuer=item.get("issuer"),  # type: ignore[arg-type]  # validated in __post_init__
-            audience=item.get("audience"),  # type: ignore[arg-type]
-            keys=keys,
-            algorithms=item.get("algorithms", ("EdDSA",)),
-            roles_claim=item.get("roles_claim", "roles"),
-            typ=("",) if typ is None else typ,
-            max_lifetime=parse_duration(item.get("max_lifetime", 86_400)),
-        )
-
-
-@dataclass(frozen=True, slots=True)
 class VerifiedToken:
-    """What a verified access token says. ``claims`` is the whole payload, read-only."""
+    """What a verified access token means, under its issuer's policy.
+
+    ``subject`` is the user id: the issuer's ``subject_prefix`` followed by the
+    token's ``sub`` (which stays in ``claims``), so users of different issuers
+    never share an id unless configured to. ``scopes`` holds the scopes that
+    count: the ``entitlements:*`` ones the issuer's ``allowed_scopes`` lists,
+    and every other scope of the ``scope`` claim. ``claims`` is the whole
+    payload, read-only and unfiltered.
+    """
 
     issuer: str
     subject: str
@@ -216,7 +112,7 @@ class VerifiedToken:
     claims: Mapping[str, Any]
 
     def has_scope(self, scope: str) -> bool:
-        """Whether the token's ``scope`` claim lists ``scope``."""
+        """Whether ``scope`` is among the scopes that count (see :attr:`scopes`)."""
         return scope in self.scopes
 
     def has_role(self, role: str) -> bool:
@@ -241,6 +137,9 @@ class _Issuer:
     algorithms: frozenset[str]
     typs: frozenset[str]
     roles_path: tuple[str, ...]
+    prefix: str
+    #: The entitlements scopes honoured; None: all of them.
+    honoured: frozenset[str] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,7 +310,10 @@ class TokenVerifier:
                 algorithms=frozenset(config.algorithms),
                 typs=frozenset(_normalize_typ(t) for t in config.typ),
                 roles_path=tuple(config.roles_claim.split(".")),
+                prefix=config.subject_prefix or "",
+                honoured=None if config.honours_all_scopes else frozenset(config.allowed_scopes),
             )
+        check_namespaces(i.prefix for i in compiled.values())
         if (
             isinstance(leeway, bool)
             or not isinstance(leeway, int | float)
@@ -638,7 +540,14 @@ class TokenVerifier:
         if config.audience not in audience:
             _fail("bad_audience")
 
-        subject = _required_string(payload, "sub")
+        # The user id is the issuer's namespace plus its sub; it obeys the length rule
+        # of a claim as a whole, so it can travel in one of our tokens (exchange).
+        subject = step.issuer.prefix + _required_string(payload, "sub")
+        if len(subject) > MAX_CLAIM_LENGTH:
+            _fail(
+                "bad_claim",
+                f"'sub' with this issuer's subject_prefix exceeds {MAX_CLAIM_LENGTH} characters",
+            )
         exp = _numeric_date(payload, "exp", required=True)
         iat = _numeric_date(payload, "iat", required=True)
         jti = _required_string(payload, "jti")
@@ -664,6 +573,11 @@ class TokenVerifier:
             scopes = frozenset(s for s in scope.split(" ") if s)
         else:
             _fail("bad_claim", "'scope' must be a space-delimited string")
+        honoured = step.issuer.honoured
+        if honoured is not None:
+            scopes = frozenset(
+                s for s in scopes if s in honoured or not s.startswith(SCOPE_NAMESPACE)
+            )
 
         tenant = payload.get("tid")
         if tenant is not None and not isinstance(tenant, str):

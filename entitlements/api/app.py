@@ -41,6 +41,7 @@ from entitlements.store.follower import ChangeFollower
 from entitlements.store.postgres import Change, PostgresStore
 from entitlements.store.pruner import ChangePruner
 from entitlements_client import IssuerConfig, KeySet, TokenVerifier
+from entitlements_client.issuers import ALL_SCOPES
 
 log = logging.getLogger("entitlements")
 
@@ -64,8 +65,36 @@ class AppState:
     redis: RedisGrantCache | None
 
 
+def warn_about_default_prefixes(settings: Settings) -> None:
+    """Name each trusted issuer whose users moved to their own namespace by default.
+
+    Before ``subject_prefix`` existed an external ``sub=bob`` was the user ``bob``;
+    now it is ``<issuer>|bob`` unless configured otherwise, and grants on
+    ``user:bob`` no longer reach it. Say so at start, with the way back.
+    """
+    for trusted in settings.trusted_issuers:
+        if trusted.prefix_is_default:
+            prefix = trusted.effective_prefix
+            log.warning(
+                "trusted issuer %r has no explicit subject_prefix: its users are now"
+                " '%s<sub>' (grants on 'user:%s<sub>' match them, grants on 'user:<sub>' no"
+                ' longer do). To keep the old behaviour set "subject_prefix": "" and list'
+                ' the entitlements scopes its tokens may use in "allowed_scopes" (honoured'
+                ' now: %s); to move the grants, see the README ("Token issuers")',
+                trusted.issuer,
+                prefix,
+                prefix,
+                ", ".join(trusted.allowed_scopes) or "none",
+            )
+
+
 def build_verifiers(settings: Settings, own_keys: KeySet, tokens: TokenService) -> Authenticator:
-    """One verifier for access tokens (ours and trusted IdPs'), one for exchanged tokens."""
+    """One verifier for access tokens (ours and trusted IdPs'), one for exchanged tokens.
+
+    Our own tokens are minted for a user id as it is (an exchanged token already
+    carries an external user's namespaced id), and every scope they carry counts;
+    a trusted issuer's tokens get its ``subject_prefix`` and ``allowed_scopes``.
+    """
     own = IssuerConfig(
         issuer=settings.issuer,
         audience=settings.audience,
@@ -73,6 +102,8 @@ def build_verifiers(settings: Settings, own_keys: KeySet, tokens: TokenService) 
         algorithms=("EdDSA", "ES256"),
         typ=("at+jwt",),
         max_lifetime=settings.token_max_lifetime,
+        subject_prefix="",
+        allowed_scopes=(ALL_SCOPES,),
     )
     # typ None means "this IdP sends no typ"; exclude_none would turn it back into the default.
     external = [
@@ -88,6 +119,8 @@ def build_verifiers(settings: Settings, own_keys: KeySet, tokens: TokenService) 
         algorithms=("EdDSA", "ES256"),
         typ=(EXCHANGE_TYP,),
         max_lifetime=settings.exchange_max_lifetime,
+        subject_prefix="",
+        allowed_scopes=(ALL_SCOPES,),
     )
     return Authenticator(
         access=TokenVerifier([own, *external], is_revoked=tokens.revoked.is_revoked),
@@ -177,6 +210,7 @@ def create_app(settings: Settings) -> FastAPI:
         await follower.catch_up()
         await follower.start(follower.revision)
         pruner = ChangePruner(store, settings.changes_retention)
+        warn_about_default_prefixes(settings)
         state = AppState(
             settings=settings,
             store=store,
