@@ -232,8 +232,8 @@ class EmbeddedPostgres:
     def release(self) -> bool:
         """This process stops using the server; the last live user stops it.
 
-        Returns whether this call stopped it. Does nothing if this handle is not
-        using it (never started, or already released or stopped).
+        Returns whether this call stopped a running server. Does nothing if this
+        handle is not using it (never started, or already released or stopped).
         """
         with self._lock:
             cluster, self._user, self._postmaster = self._user, None, None
@@ -250,8 +250,7 @@ class EmbeddedPostgres:
                         "its other users" if others is None else f"pid(s) {others}",
                     )
                     return False
-                _stop_server(cluster)
-                return True
+                return _stop_server(cluster)
 
     def stop(self) -> None:
         """Stop the server on this cluster now, whoever started it and whoever uses it.
@@ -301,11 +300,14 @@ class EmbeddedPostgres:
         )
 
 
-def _stop_server(cluster: Path) -> None:
-    """``pg_ctl stop -m fast``, then ``-m immediate``, then SIGKILL; only when it is gone."""
+def _stop_server(cluster: Path) -> bool:
+    """``pg_ctl stop -m fast``, then ``-m immediate``, then SIGKILL; whether one was running.
+
+    Returns only when the postmaster is gone.
+    """
     postmaster = _read_postmaster(cluster)
     if postmaster is None or not _pid_alive(postmaster.pid):
-        return
+        return False
     pg_ctl = [str(_bin_dir(cluster) / "pg_ctl"), "-D", str(cluster), "-w"]
     for mode in ("fast", "immediate"):
         try:
@@ -318,16 +320,17 @@ def _stop_server(cluster: Path) -> None:
             _log.warning("pg_ctl stop -m %s failed for %s: %s", mode, cluster, _describe(exc))
         if _wait_gone(postmaster.pid, 5.0):
             _log.info("embedded Postgres in %s stopped", cluster)
-            return
+            return True
     _log.warning("embedded Postgres %d ignored pg_ctl; killing it", postmaster.pid)
     try:
         os.kill(postmaster.pid, signal.SIGKILL)
     except ProcessLookupError:
-        return
+        return True
     if not _wait_gone(postmaster.pid, 5.0):
         raise EmbeddedPostgresError(
             f"could not stop the embedded Postgres in {cluster} (pid {postmaster.pid})"
         )
+    return True
 
 
 def _exclusive() -> contextlib.AbstractContextManager[None]:
