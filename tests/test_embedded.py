@@ -10,6 +10,7 @@ other user gets one from ``tmp_path_factory``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -174,6 +175,159 @@ async def test_reattaches_to_the_server_of_a_crashed_parent(
     assert not alive(orphan_pid)
 
 
+USER_PROCESS = """
+import sys
+from pathlib import Path
+from entitlements.store.embedded import EmbeddedPostgres
+
+pg = EmbeddedPostgres(Path(sys.argv[1]), root_cluster_base=Path(sys.argv[2]))
+seen = []
+pg.start(announce=seen.append)
+print("reused" if seen == [True] else "started", flush=True)
+if sys.stdin.readline().strip() == "release":
+    print("stopped it" if pg.release() else "left it running", flush=True)
+"""
+
+
+class UserProcess:
+    """Another process using the embedded Postgres: it starts (or reuses) it, then waits.
+
+    Send it ``release`` and it releases the server and says what happened; close its
+    stdin to make it exit without releasing (as a crash would).
+    """
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def spawn(cls, data_dir: Path, open_dir: Path) -> UserProcess:
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", USER_PROCESS, str(data_dir), str(open_dir / "root-base"),
+            cwd=REPO, env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        return cls(proc)
+
+    async def line(self) -> str:
+        assert self.proc.stdout is not None
+        return (await asyncio.wait_for(self.proc.stdout.readline(), 60)).decode().strip()
+
+    async def release(self) -> str:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"release\n")
+        await self.proc.stdin.drain()
+        said = await self.line()
+        assert await self.proc.wait() == 0
+        return said
+
+    async def kill(self) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            await self.proc.wait()
+
+
+async def test_a_second_process_reuses_the_server_and_the_last_user_stops_it(
+    new_pg: Callable[[Path], EmbeddedPostgres], data_dir: Path, open_dir: Path
+) -> None:
+    """A command run while the demo serves must not stop the demo's database (issue 10)."""
+    other = await UserProcess.spawn(data_dir, open_dir)
+    try:
+        assert await other.line() == "started"
+        pg = new_pg(data_dir)
+        pid = postmaster_pid(pg)
+        seen: list[bool] = []
+        dsn = pg.start(announce=seen.append)
+        assert seen == [True]  # reused, and said so before using it
+        assert postmaster_pid(pg) == pid
+        assert await fetchval(dsn, "SELECT 1") == 1
+
+        assert pg.release() is False  # the other process still uses it
+        assert pid is not None and alive(pid)
+        assert await fetchval(dsn, "SELECT 1") == 1
+        assert pg.release() is False  # a second release is a no-op
+
+        assert await other.release() == "stopped it"  # the last user out stops it
+        assert not alive(pid)
+    finally:
+        await other.kill()
+
+
+async def test_the_starter_leaving_first_leaves_the_server_to_the_others(
+    new_pg: Callable[[Path], EmbeddedPostgres], data_dir: Path, open_dir: Path
+) -> None:
+    pg = new_pg(data_dir)
+    seen: list[bool] = []
+    dsn = pg.start(announce=seen.append)
+    assert seen == [False]
+    pid = postmaster_pid(pg)
+    other = await UserProcess.spawn(data_dir, open_dir)
+    try:
+        assert await other.line() == "reused"
+        assert pg.release() is False  # the starter leaves; the other still uses it
+        assert pid is not None and alive(pid)
+        assert await fetchval(dsn, "SELECT 1") == 1
+        assert await other.release() == "stopped it"
+        assert not alive(pid)
+    finally:
+        await other.kill()
+
+
+async def test_a_user_that_died_does_not_keep_the_server_up(
+    new_pg: Callable[[Path], EmbeddedPostgres], data_dir: Path, open_dir: Path
+) -> None:
+    other = await UserProcess.spawn(data_dir, open_dir)
+    assert await other.line() == "started"
+    await other.kill()  # never released
+    pg = new_pg(data_dir)
+    pid = postmaster_pid(pg)
+    assert pid is not None and alive(pid)  # the server outlived its user
+    seen: list[bool] = []
+    pg.start(announce=seen.append)
+    assert seen == [True]
+    assert pg.release() is True  # the dead user does not count
+    assert not alive(pid)
+
+
+async def test_two_processes_starting_at_once_share_one_server(
+    new_pg: Callable[[Path], EmbeddedPostgres], open_dir: Path
+) -> None:
+    fresh = open_dir / "race"  # no cluster yet: both race through initdb and start
+    first, second = await asyncio.gather(
+        UserProcess.spawn(fresh, open_dir), UserProcess.spawn(fresh, open_dir)
+    )
+    try:
+        said = sorted(await asyncio.gather(first.line(), second.line()))
+        assert said == ["reused", "started"]  # exactly one started it
+        pg = new_pg(fresh)
+        pid = postmaster_pid(pg)
+        assert pid is not None and alive(pid)
+        assert await first.release() == "left it running"
+        assert alive(pid)
+        assert await second.release() == "stopped it"
+        assert not alive(pid)
+    finally:
+        await first.kill()
+        await second.kill()
+
+
+async def test_handles_in_one_process_count_as_one_user(
+    new_pg: Callable[[Path], EmbeddedPostgres], data_dir: Path
+) -> None:
+    first, second = new_pg(data_dir), new_pg(data_dir)
+    dsn = first.start()
+    second.start()
+    pid = postmaster_pid(first)
+    assert first.release() is False  # `second` still uses it
+    assert pid is not None and alive(pid)
+    assert await fetchval(dsn, "SELECT 1") == 1
+    assert second.release() is True
+    assert not alive(pid)
+
+
 async def test_a_pid_file_naming_another_program_is_stale(
     new_pg: Callable[[Path], EmbeddedPostgres], data_dir: Path
 ) -> None:
@@ -243,6 +397,7 @@ async def test_as_root_a_private_parent_is_not_opened_up(
     with caplog.at_level(logging.WARNING, logger="entitlements.store.embedded"):
         dsn = new_pg(private_data).start()
     assert "running as root" in caplog.text
+    assert f"{private} has mode 0700, other users cannot enter it" in caplog.text
     assert stat.S_IMODE(private.stat().st_mode) == 0o700
     link = private_data / "postgres"
     assert link.is_symlink()
@@ -256,11 +411,28 @@ async def test_as_root_a_private_parent_is_not_opened_up(
 
 
 @root_only
+async def test_as_root_the_relocation_warning_names_what_is_private(
+    new_pg: Callable[[Path], EmbeddedPostgres], open_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The data dir itself private: the warning said "<dir> lies below <dir> (mode 0700)"."""
+    data = open_dir / "private-data"
+    data.mkdir(mode=0o700)
+    with caplog.at_level(logging.WARNING, logger="entitlements.store.embedded"):
+        new_pg(data).start()
+    warning = next(r.getMessage() for r in caplog.records if "running as root" in r.getMessage())
+    assert f"cannot reach {data / 'postgres'} ({data} has mode 0700" in warning
+    assert f"lives in {open_dir / 'root-base'}" in warning
+    assert f"{data} lies below {data}" not in warning
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+
+
+@root_only
 def test_as_root_an_existing_cluster_below_a_private_dir_is_refused(open_dir: Path) -> None:
     private = open_dir / "private-existing"
     (private / "data" / "postgres").mkdir(parents=True)
     private.chmod(0o700)
     (private / "data" / "postgres" / "PG_VERSION").write_text("18\n")
-    with pytest.raises(EmbeddedPostgresError, match="ENTITLEMENTS_DATABASE_URL"):
+    with pytest.raises(EmbeddedPostgresError, match="ENTITLEMENTS_DATABASE_URL") as caught:
         EmbeddedPostgres(private / "data", root_cluster_base=open_dir / "root-base").start()
+    assert f"{private} has mode 0700" in str(caught.value)
     assert stat.S_IMODE(private.stat().st_mode) == 0o700

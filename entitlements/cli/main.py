@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
 from typing import Annotated, TypeVar
 
 import typer
@@ -51,27 +54,64 @@ def load_settings(**overrides: object) -> Settings:
 
 @contextmanager
 def database(settings: Settings) -> Iterator[Settings]:
-    """Settings with a database: the configured one, or an embedded Postgres started here.
+    """Settings with a database: the configured one, or the embedded Postgres.
 
-    The embedded server runs in this (parent) process for as long as the
-    command runs; uvicorn workers get its URL through the environment.
+    The embedded server is started here, or reused when another process already
+    runs it; this (parent) process uses it for as long as the command runs, and
+    uvicorn workers get its URL through the environment. On the way out it is
+    released: the last process using it stops it (entitlements.store.embedded).
     """
     if settings.database_url is not None:
         yield settings
         return
     from entitlements.store.embedded import EmbeddedPostgres
 
-    server = EmbeddedPostgres(settings.data_dir)
+    where = settings.data_dir
+
+    def announce(reused: bool) -> None:
+        if reused:
+            typer.echo(f"using the embedded Postgres already running in {where}", err=True)
+        else:
+            typer.echo(f"starting embedded Postgres in {where} ...", err=True)
+
+    server = EmbeddedPostgres(where)
+    with _exit_on_sigterm():
+        try:
+            dsn = server.start(announce=announce)
+        except EntitlementsError as exc:
+            raise fail(str(exc)) from None
+        os.environ["ENTITLEMENTS_DATABASE_URL"] = dsn
+        try:
+            yield settings.model_copy(update={"database_url": dsn})
+        finally:
+            try:
+                server.release()
+            except EntitlementsError as exc:
+                typer.secho(f"warning: {exc}", err=True, fg=typer.colors.YELLOW)
+
+
+@contextmanager
+def _exit_on_sigterm() -> Iterator[None]:
+    """Make SIGTERM end the command through ``SystemExit``, so ``finally`` blocks run.
+
+    uvicorn handles a SIGTERM by shutting down and then raising it again for the
+    previous handler; with the default one the process would die on the spot and
+    never release the embedded Postgres. A second SIGTERM during the clean-up is
+    ignored (SIGKILL still works).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        typer.echo(f"starting embedded Postgres in {settings.data_dir} ...", err=True)
-        dsn = server.start()
-    except EntitlementsError as exc:
-        raise fail(str(exc)) from None
-    os.environ["ENTITLEMENTS_DATABASE_URL"] = dsn
-    try:
-        yield settings.model_copy(update={"database_url": dsn})
+        yield
     finally:
-        server.stop()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run(coro_factory: Callable[[], Awaitable[T]]) -> T:

