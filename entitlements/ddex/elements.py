@@ -134,7 +134,8 @@ def _trie(*, generation: int) -> Trie:
     else:
         sound_recording = {
             "ResourceReference": _LEAF,
-            "SoundRecordingEdition": {"Type": _LEAF, "ResourceId": {"ISRC": _LEAF}},
+            "ResourceId": {"ISRC": _LEAF},  # 4.1, 4.1.1, 4.2
+            "SoundRecordingEdition": {"Type": _LEAF, "ResourceId": {"ISRC": _LEAF}},  # 4.3
         }
         track_release: Trie = {
             "ReleaseReference": _LEAF,

@@ -6,7 +6,7 @@ these alone; nothing here knows about Postgres or HTTP.
 Identifiers of a release are written in resource form, the form the grants
 use: ``release:<ICPN>``, ``release:<GRid>``, ``release:<namespace>:<ProprietaryId>``
 or ``track:<ISRC>``. ``key`` is one of them chosen by a fixed precedence
-(ICPN, GRid, ProprietaryId, ISRC); ``aliases`` holds all of them, so a later
+(ICPN, GRid, ISRC, ProprietaryId: global ids first); ``aliases`` holds all of them, so a later
 message naming the release by another of its ids (a PurgeReleaseMessage that
 gives only the GRid) can still be matched to it.
 """

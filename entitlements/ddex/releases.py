@@ -84,14 +84,15 @@ def read_resource(node: Node, problems: Problems, where: str) -> Resource | None
 
 
 def _recording_track(node: Node, problems: Problems, where: str) -> str | None:
-    """The recording's ISRC as a track id: ERN 3 ``SoundRecordingId``, ERN 4 editions.
+    """The recording's ISRC as a track id: ERN 3 ``SoundRecordingId``, ERN 4.1-4.2
+    ``ResourceId``, ERN 4.3 ``SoundRecordingEdition/ResourceId``.
 
     An id marked ``IsReplaced`` is an old one and is used only if there is no
     other. ERN 4 prefers the edition without a ``Type`` or ``NonImmersiveEdition``
     (the stereo master) when editions carry different ISRCs.
     """
     candidates: list[tuple[int, Node]] = []
-    for ident in node.all("SoundRecordingId"):
+    for ident in node.all("SoundRecordingId") + node.all("ResourceId"):  # ERN 3; ERN 4.1-4.2
         candidates.append((_replaced(ident), ident))
     for edition in node.all("SoundRecordingEdition"):
         edition_type = edition.text_of("Type")
@@ -165,7 +166,7 @@ def read_identity(
                     )
                 else:
                     isrc.append(track)
-    aliases = tuple(dict.fromkeys(icpn + grid + proprietary + isrc))
+    aliases = tuple(dict.fromkeys(icpn + grid + isrc + proprietary))
     if not aliases:
         problems.add(
             f"{where}/ReleaseId",
