@@ -141,7 +141,7 @@ class DdexMapping:
     time_zone: str = "UTC"
 
     def __post_init__(self) -> None:
-        errors = _check(self)
+        errors = _check(self.subjects, self.actions, self.channels, self.time_zone)
         if errors:
             raise InvalidInputError(errors)
 
@@ -167,30 +167,34 @@ class DdexMapping:
         return any(name.casefold() in ours for name in names)
 
 
-
 def _known(name: str, values: frozenset[str]) -> bool:
     if name.startswith(USER_DEFINED_PREFIX):
         return len(name) > len(USER_DEFINED_PREFIX)
     return name in values
 
 
-def _check(mapping: DdexMapping) -> list[FieldError]:
+def _check(
+    subjects: Mapping[str, tuple[str, ...]],
+    actions: Mapping[str, tuple[str, ...]],
+    channels: tuple[str, ...],
+    time_zone: str,
+) -> list[FieldError]:
     errors: list[FieldError] = []
-    if mapping.time_zone != "UTC":
+    if time_zone != "UTC":
         try:
-            ZoneInfo(mapping.time_zone)
+            ZoneInfo(time_zone)
         except (ZoneInfoNotFoundError, ValueError):
             errors.append(
-                FieldError("time_zone", f"{mapping.time_zone[:60]!r} is not an IANA time zone name")
+                FieldError("time_zone", f"{time_zone[:60]!r} is not an IANA time zone name")
             )
-    if len(mapping.channels) > MAX_CHANNELS:
+    if len(channels) > MAX_CHANNELS:
         errors.append(FieldError("channels", f"must list at most {MAX_CHANNELS} channels"))
-    for i, channel in enumerate(mapping.channels):
+    for i, channel in enumerate(channels):
         if not isinstance(channel, str) or not channel.strip() or len(channel) > 200:
             errors.append(
                 FieldError(f"channels.{i}", "must be a non-empty name of 1-200 characters")
             )
-    for model, subjects in mapping.subjects.items():
+    for model, listed in subjects.items():
         if not _known(model, COMMERCIAL_MODELS):
             errors.append(
                 FieldError(
@@ -199,16 +203,16 @@ def _check(mapping: DdexMapping) -> list[FieldError]:
                     " or UserDefined:<value>)",
                 )
             )
-        if not subjects or len(subjects) > MAX_SUBJECTS:
+        if not listed or len(listed) > MAX_SUBJECTS:
             errors.append(
                 FieldError(f"subjects.{model[:60]}", f"must list 1-{MAX_SUBJECTS} subjects")
             )
-        for i, subject in enumerate(subjects):
+        for i, subject in enumerate(listed):
             try:
                 parse_subject(subject, f"subjects.{model[:60]}.{i}")
             except InvalidInputError as exc:
                 errors.extend(exc.errors)
-    for use_type, actions in mapping.actions.items():
+    for use_type, mapped in actions.items():
         if not _known(use_type, USE_TYPES):
             errors.append(
                 FieldError(
@@ -216,7 +220,7 @@ def _check(mapping: DdexMapping) -> list[FieldError]:
                     "is not a DDEX UseType (e.g. OnDemandStream, or UserDefined:<value>)",
                 )
             )
-        for i, action in enumerate(actions):
+        for i, action in enumerate(mapped):
             try:
                 parse_action(action, f"actions.{use_type[:60]}.{i}")
             except InvalidInputError as exc:
@@ -261,6 +265,7 @@ def mapping_from_dict(data: object) -> DdexMapping:
     channels = _names(data.get("channels", []), "channels", errors)
     subjects = _table(data.get("subjects", {}), "subjects", errors)
     actions = _table(data.get("actions", {}), "actions", errors)
+    errors.extend(_check(subjects, actions, channels, time_zone))
     if errors:
         raise InvalidInputError(errors)
     return DdexMapping(subjects=subjects, actions=actions, channels=channels, time_zone=time_zone)

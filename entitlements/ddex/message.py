@@ -129,7 +129,7 @@ class _Reader:
             elif item.section == "PurgedRelease":
                 self._purged(item.node)
         if not seen_header:
-            raise refuse(self.name, root.name, "has no MessageHeader")
+            raise refuse(self.name, root.name, "has no MessageHeader", root.line)
         if root.kind == "purge" and not self.purged and not self.problems.errors:
             self.problems.add(root.name, "has no PurgedRelease")
         self.problems.raise_any()

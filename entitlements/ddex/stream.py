@@ -117,6 +117,7 @@ def records(source: Source, *, name: str) -> Generator[Root | Record, None, None
 
 def _records(handle: IO[bytes], name: str) -> Generator[Root | Record, None, None]:
     stream = _checked_prolog(handle, name)
+    etree.clear_error_log()  # iterparse's errors carry this thread's log: only ours in it
     events = etree.iterparse(
         stream,
         events=("start", "end"),
@@ -193,11 +194,20 @@ def _records(handle: IO[bytes], name: str) -> Generator[Root | Record, None, Non
                 if parent_elem is not None:
                     parent_elem.remove(elem)
     except etree.XMLSyntaxError as exc:
-        raise refuse(name, "", f"is not well-formed XML: {exc.msg}", exc.lineno or None) from None
+        text, line = _syntax_error(exc)
+        raise refuse(name, "", f"is not well-formed XML: {text}", line) from None
     except (etree.LxmlError, LookupError, UnicodeError) as exc:
         raise refuse(name, "", f"cannot be read as XML: {exc}") from None
-    if not stack and not namespace:
-        raise refuse(name, "", "is empty: no root element")
+
+
+def _syntax_error(exc: etree.XMLSyntaxError) -> tuple[str, int | None]:
+    """libxml2's own complaint: the exception's message is sometimes only "no element
+    found". The log iterparse hands over may hold earlier parses' entries too: the
+    last entry is this one's."""
+    for entry in reversed(exc.error_log):
+        if entry.level_name in {"ERROR", "FATAL"}:
+            return " ".join(entry.message.split()), entry.line or None
+    return " ".join(exc.msg.split()), exc.lineno or None
 
 
 def _local(tag: object, namespace: str) -> str | None:
@@ -222,14 +232,13 @@ def _root(elem: etree._Element, name: str) -> Root:
         if namespace.startswith(ERN_NAMESPACE_PREFIX)
         else None
     )
-    known = ", ".join(f"{ERN_NAMESPACE_PREFIX}{s}" for s in VERSIONS)
     if suffix is None or suffix not in VERSIONS:
-        shown = namespace[:100] or "no namespace"
+        shown = repr(namespace[:100]) if namespace else "no namespace"
         raise refuse(
             name,
             qname.localname[:100],
-            f"the root element is in {shown!r}, not an ERN 3.4.1-3.8.2 or 4.1-4.3"
-            f" namespace ({known})",
+            f"the root element is in {shown}, not an ERN 3.4.1-3.8.2 or 4.1-4.3 namespace"
+            f" ({ERN_NAMESPACE_PREFIX} followed by {', '.join(VERSIONS)})",
             line,
         )
     if qname.localname not in ROOTS:
@@ -278,6 +287,8 @@ def _checked_prolog(handle: IO[bytes], name: str) -> _Prefixed:
                 " (no external DTDs, no entity declarations)",
                 _line_of(head, b"<!DOCTYPE"),
             )
+        if not chunk and not head.strip():
+            raise refuse(name, "", "is empty: an ERN message was expected")
         if verdict == "root" or not chunk:
             return _Prefixed(head, handle)  # lxml reports whatever else is wrong
         if len(head) > MAX_PROLOG:
