@@ -330,9 +330,55 @@ def test_every_content_problem_is_reported_at_once() -> None:
 
 def test_a_deal_without_territory_or_validity_period_is_an_error() -> None:
     no_territory = refused(ern(deals=[(("R0",), (Deal(territories=()),))]))
-    assert no_territory[0][1] == "the deal has no TerritoryCode or ExcludedTerritoryCode"
+    assert no_territory[0][1] == (
+        "the deal has no TerritoryCode or ExcludedTerritoryCode"
+        " (deal for R0 = release:0602527894567)"
+    )
     no_period = refused(ern(deals=[(("R0",), (Deal(periods=()),))]))
-    assert no_period[0][1] == "the deal has no ValidityPeriod"
+    assert no_period[0][1].startswith("the deal has no ValidityPeriod (deal for R0")
+
+
+def test_a_deal_error_names_every_release_the_deal_is_for() -> None:
+    data = ern(
+        releases=[
+            Release("R0", ("A1",), icpn="0602527894567"),
+            Release("R1", ("A1",), isrc="USRC17607839", track=True),
+        ],
+        deals=[(("R0", "R1"), (Deal(territories=("UK",)),))],
+    )
+    ((field, message, line),) = refused(data)
+    assert field == "evil.xml:DealList/ReleaseDeal[1]/Deal[1]/DealTerms/TerritoryCode"
+    assert message == (
+        "'UK' is not an ISO 3166-1 alpha-2 code or Worldwide"
+        " (deal for R0 = release:0602527894567, R1 = track:USRC17607839)"
+    )
+    assert (
+        line
+        == data.decode()
+        .splitlines()
+        .index(next(x for x in data.decode().splitlines() if "<TerritoryCode>UK" in x))
+        + 1
+    )
+
+
+def test_one_release_twice_in_a_message_is_an_error() -> None:
+    data = ern(
+        releases=[
+            Release("R0", ("A1",), icpn="0602527894567"),
+            Release("R5", ("A1",), icpn="0602527894567"),
+        ]
+    )
+    assert refused(data)[0][:2] == (
+        "evil.xml:ReleaseList/Release[R5]",
+        "release release:0602527894567 is also release R0; a message carries a release once",
+    )
+
+
+def test_values_that_are_not_ddex_terms_and_cannot_be_names_are_errors() -> None:
+    model = refused(ern(deals=[(("R0",), (Deal(models=("Subscription Model",)),))]))
+    assert "not a DDEX CommercialModelType" in model[0][1]
+    use = refused(ern(deals=[(("R0",), (Deal(use_types=("On Demand",)),))]))
+    assert "not a DDEX UseType" in use[0][1]
 
 
 def test_duplicate_references_and_unidentified_releases_are_errors() -> None:

@@ -99,10 +99,14 @@ def read_terms(
             try:
                 parse_subject(subject, "subject")
             except InvalidInputError:
+                hint = (
+                    "map it to subjects in the mapping file [subjects]"
+                    if key.startswith(USER_DEFINED_PREFIX)
+                    else "it is not a DDEX CommercialModelType"
+                )
                 problems.add(
                     f"{where}/CommercialModelType",
-                    f"commercial model {key[:60]!r} cannot be a role name ({subject[:80]!r});"
-                    " map it to subjects in the mapping file [subjects]",
+                    f"commercial model {key[:60]!r} cannot be a role name ({subject[:80]!r}); {hint}",
                     deal.line,
                 )
     territories, excludes = _territories(terms, problems, where)
@@ -156,10 +160,14 @@ def _actions(
             try:
                 out[parse_action(action)] = None
             except InvalidInputError:
+                hint = (
+                    "map it to actions in the mapping file [actions]"
+                    if key.startswith(USER_DEFINED_PREFIX)
+                    else "it is not a DDEX UseType"
+                )
                 problems.add(
                     f"{where}/UseType",
-                    f"use type {key[:60]!r} cannot be an action name ({action[:80]!r});"
-                    " map it to actions in the mapping file [actions]",
+                    f"use type {key[:60]!r} cannot be an action name ({action[:80]!r}); {hint}",
                     line,
                 )
     return tuple(sorted(out))

@@ -15,6 +15,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any, Final, cast
@@ -84,13 +85,18 @@ def read_message(
 ) -> DdexMessage:
     """Read and map one ERN message (a path or a binary file object)."""
     label = source_name(source, name)
-    return _Reader(label, mapping).read(records(source, name=label))
+    with closing(records(source, name=label)) as stream:  # closes the file on any error too
+        return _Reader(label, mapping).read(stream)
 
 
 def read_messages(
     sources: Iterable[Source], mapping: DdexMapping = DEFAULT_MAPPING
 ) -> list[DdexMessage]:
-    """Read several messages and order them by ``MessageCreatedDateTime`` (ties keep input order)."""
+    """Read several messages and order them by ``MessageCreatedDateTime`` (ties keep input order).
+
+    All of them are held at once; to apply a large batch one message at a time,
+    order the files by ``read_header`` (which stops after the header) first.
+    """
     messages = [read_message(source, mapping) for source in sources]
     return sorted(messages, key=lambda m: m.header.created)
 
@@ -103,6 +109,7 @@ class _Reader:
         self.resources: dict[str, Resource] = {}
         self.skipped_resources: Counter[str] = Counter()
         self.releases: dict[str, Release] = {}
+        self.keys: dict[str, str] = {}  # release key -> reference
         self.deals: dict[str, _Deals] = {}
         self.purged: list[PurgedRelease] = []
         self.release_deals = 0
@@ -170,6 +177,16 @@ class _Reader:
                 node.line,
             )
             return
+        twin = self.keys.get(release.identity.key)
+        if twin is not None:
+            self.problems.add(
+                f"ReleaseList/{node.name}[{release.reference}]",
+                f"release {release.identity.key} is also release {twin}; a message carries a"
+                " release once",
+                node.line,
+            )
+            return
+        self.keys[release.identity.key] = release.reference
         self.releases[release.reference] = release
         self.deals[release.reference] = _Deals()
 
@@ -190,13 +207,16 @@ class _Reader:
                 targets.append(release)
         if not node.all("DealReleaseReference"):
             self.problems.add(f"DealList/{label}", "has no DealReleaseReference", node.line)
+        about = "deal for " + (
+            ", ".join(f"{r.reference} = {r.identity.key}" for r in targets) or "no release"
+        )
         for index, deal in enumerate(node.all("Deal"), start=1):
             deal_label = f"{label}/Deal[{index}]"
             terms = read_terms(
                 deal,
                 generation=generation,
                 mapping=self.mapping,
-                problems=self.problems,
+                problems=self.problems.about(about),
                 label=deal_label,
             )
             if terms is None:

@@ -29,11 +29,20 @@ def refuse(message: str, where: str, text: str, line: int | None = None) -> Inva
 class Problems:
     """The content problems of one message, raised together at its end."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, context: str = "") -> None:
         self.message = message
+        self.context = context
         self.errors: list[FieldError] = []
 
+    def about(self, context: str) -> Problems:
+        """The same list of problems, each added through it ending in ``(context)``."""
+        scoped = Problems(self.message, context)
+        scoped.errors = self.errors
+        return scoped
+
     def add(self, where: str, text: str, line: int | None = None) -> None:
+        if self.context:
+            text = f"{text} ({self.context})"
         if len(self.errors) < MAX_PROBLEMS:
             self.errors.append(FieldError(field_name(self.message, where), text, line))
         elif len(self.errors) == MAX_PROBLEMS:
