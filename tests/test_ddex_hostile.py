@@ -218,6 +218,13 @@ def test_excessive_depth_is_refused() -> None:
     assert "depth" in refused(data)[0][1]
 
 
+def test_a_text_over_10_mb_anywhere_is_refused() -> None:
+    data = ern(padding="<Comment>" + "x" * (11 * 1024 * 1024) + "</Comment>")
+    ((field, message, _),) = refused(data)
+    assert field == "evil.xml" and message.startswith("is not well-formed XML")
+    assert "huge text node" in message or "Text node too long" in message  # libxml2 2.12 or 2.14
+
+
 def test_a_kept_value_that_is_too_long_is_refused() -> None:
     data = ern(recordings=[Recording("A1", "US" + "X" * MAX_TEXT)])
     ((field, message, _),) = refused(data)

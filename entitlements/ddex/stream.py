@@ -175,16 +175,12 @@ def _records(handle: IO[bytes], name: str) -> Generator[Root | Record, None, Non
                 _, kept = stack.pop()
                 if kept is not None:
                     node = kept
-                    text = elem.text
-                    if text:
-                        if len(text) > MAX_TEXT:
-                            raise refuse(
-                                name,
-                                node.name,
-                                f"is longer than {MAX_TEXT} characters",
-                                node.line,
-                            )
-                        node.text = text.strip()
+                    text = (elem.text or "").strip()
+                    if len(text) > MAX_TEXT:
+                        raise refuse(
+                            name, node.name, f"is longer than {MAX_TEXT} characters", node.line
+                        )
+                    node.text = text
                     depth = len(stack)
                     if depth == 1 or (depth == 2 and section in LIST_SECTIONS):
                         yield Record(section, node)
