@@ -603,3 +603,17 @@ def test_the_header_gives_sender_id_creation_time_and_kind() -> None:
     assert header.created == datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
     assert header.source == f"ddex:{SENDER}"
     assert message.name == "t.xml"
+
+
+def test_the_deprecated_all_deals_cancelled_cancels_like_a_takedown() -> None:
+    data = ern(version="382", deals=[(("R0",), (Deal(), Deal(takedown=True)))])
+    data = data.replace(
+        b"<TakeDown>true</TakeDown>", b"<AllDealsCancelled>true</AllDealsCancelled>"
+    )
+    (album,) = read_message(io.BytesIO(data)).releases
+    assert album.taken_down and album.grants == ()
+    assert [s.reason for s in album.skipped] == ["taken_down"]
+    kept = ern(version="382", deals=[(("R0",), (Deal(), Deal(takedown=True)))])
+    kept = kept.replace(b"<TakeDown>true</TakeDown>", b"<TakeDown>false</TakeDown>")
+    (album,) = read_message(io.BytesIO(kept)).releases
+    assert not album.taken_down and len(album.grants) == 1
