@@ -38,7 +38,7 @@ from entitlements.service.checks import CheckService, GrantSource, StoreGrantSou
 from entitlements.service.tokens import TokenService
 from entitlements.settings import Settings
 from entitlements.store.follower import ChangeFollower
-from entitlements.store.postgres import Change, PostgresStore
+from entitlements.store.postgres import Change, PostgresStore, warn_if_graph_too_deep
 from entitlements.store.pruner import ChangePruner
 from entitlements_client import IssuerConfig, KeySet, TokenVerifier
 
@@ -124,6 +124,7 @@ def create_app(settings: Settings) -> FastAPI:
             max_size=settings.pool_max_size,
             timeout=settings.db_timeout,
         )
+        await warn_if_graph_too_deep(store)
         keyset = KeySet(jwks={"keys": []})
         tokens = TokenService(
             store.pool,
