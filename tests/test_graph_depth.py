@@ -13,6 +13,7 @@ A chain here is a list of ids, bottom first: ``chain[i + 1]`` is the parent of
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 from collections.abc import AsyncIterator
@@ -27,7 +28,12 @@ from test_import_helpers import chunked, ndjson_lines
 
 from entitlements import metrics
 from entitlements.service.imports import ImportOptions, ImportReport, ImportService
-from entitlements.store.postgres import MAX_DEPTH, PostgresStore, bump_revision
+from entitlements.store.postgres import (
+    GRAPH_CHECK_TASK,
+    MAX_DEPTH,
+    PostgresStore,
+    bump_revision,
+)
 
 AT = datetime(2026, 6, 1, tzinfo=UTC)
 LIMIT = "at most 16 levels deep"
@@ -307,6 +313,13 @@ async def test_checks_on_a_graph_too_deep_log_a_rate_limited_warning(
 # --- upgrading: the start-up warning -------------------------------------------------------
 
 
+async def start_and_scan(pg_dsn: str) -> None:
+    """Start a worker, and wait for its start-up scan of the graph (a background task)."""
+    async with running(settings_for(pg_dsn)):
+        [scan] = [t for t in asyncio.all_tasks() if t.get_name() == GRAPH_CHECK_TASK]
+        await scan
+
+
 async def test_start_up_names_a_graph_already_too_deep(
     clean: PostgresStore, pg_dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -317,8 +330,7 @@ async def test_start_up_names_a_graph_already_too_deep(
     for leaf in leaves:
         await raw_chain(clean, [leaf, ids[0]])
     with caplog.at_level(logging.WARNING, logger="entitlements"):
-        async with running(settings_for(pg_dsn)):
-            pass
+        await start_and_scan(pg_dsn)
     [warning] = [r.getMessage() for r in caplog.records if "levels deep" in r.getMessage()]
     assert warning.startswith("25 resource(s) lie more than 16 levels deep")
     assert ", ".join(leaves[:20]) + " (and 5 more)" in warning
@@ -330,6 +342,5 @@ async def test_start_up_is_quiet_about_a_graph_within_the_limit(
 ) -> None:
     await raw_chain(clean, chain("s", 16))
     with caplog.at_level(logging.WARNING, logger="entitlements"):
-        async with running(settings_for(pg_dsn)):
-            pass
-    assert "levels deep" not in caplog.text
+        await start_and_scan(pg_dsn)
+    assert not [r for r in caplog.records if "16 levels" in r.getMessage()]

@@ -17,7 +17,8 @@ allow lies on it or any ancestor, and how many levels lie above it. Then:
 - deeper (or a cycle above): ``allowed: false, reason: "denied"``, no grant;
 - a listing holds exactly the resources the oracle allows;
 - a write through the API is refused exactly when the oracle finds a cycle or a
-  path longer than ``MAX_DEPTH`` levels through the resource written.
+  path longer than ``MAX_DEPTH`` levels through the resource written;
+- the start-up scan names exactly the resources more than ``MAX_DEPTH`` levels deep.
 
 Each example is checked uncached, from a cached app loading Postgres into L1 and
 Redis, and from that app's L1 again.
@@ -328,6 +329,10 @@ async def test_a_check_never_misses_a_deny_on_an_ancestor(
     assert sorted((r["child"], r["parent"]) for r in stored) == sorted(
         (c, p) for c, ps in graph.parents.items() for p in ps
     )
+    # The start-up scan finds exactly the resources more than MAX_DEPTH levels deep.
+    count, sample = await cached.state.store.too_deep_resources(limit=N)
+    deep = {r for r in graph.parents if graph.above(r) >= MAX_DEPTH}
+    assert (count, set(sample)) == (len(deep), deep)
     for g in grants:  # the store's write path (the grants are not what is under test)
         await cached.state.store.put_grant(
             grant_from_mapping(

@@ -652,30 +652,49 @@ async def check_graph_write(conn: asyncpg.Connection, child: str, parents: Seque
         raise InvalidInputError(FieldError("parents", refusal))
 
 
-# Layer k holds the resources with at least k levels of ancestors: a child of a
-# resource in layer k is in layer k + 1. One semi-join over the edges per layer, and
-# a catalogue a few levels deep empties the layers after a few steps. Layer MAX_DEPTH
-# is the resources below a path longer than the limit (a cycle keeps it non-empty).
+# A resource lies too deep when a parent of it has MAX_DEPTH - 1 levels above it. On
+# that chain every resource but the root and the last has a parent and a child, and
+# so does each one's parent on the chain ("middle" edges: in a label/release/track
+# catalogue there are none, and the walk ends at once). So levels are counted along
+# middle edges only, layer k holding the resources with at least k levels above
+# (a cycle keeps the layers full); what hangs under layer MAX_DEPTH - 1 is too deep.
 _TOO_DEEP_SQL = f"""
-WITH RECURSIVE layer(id, k) AS (
-    SELECT DISTINCT child, 1 FROM resource_parents
+WITH RECURSIVE mid AS MATERIALIZED (
+    SELECT e.child, e.parent FROM resource_parents e
+    WHERE EXISTS (SELECT 1 FROM resource_parents d WHERE d.parent = e.child)
+      AND EXISTS (SELECT 1 FROM resource_parents u WHERE u.child = e.parent)
+), layer(id, k) AS (
+    SELECT DISTINCT parent, 1 FROM mid
     UNION
-    SELECT rp.child, l.k + 1
+    SELECT m.child, l.k + 1 FROM layer l JOIN mid m ON m.parent = l.id
+    WHERE l.k < {MAX_DEPTH - 1}
+), deep AS (
+    SELECT DISTINCT rp.child AS id
     FROM layer l JOIN resource_parents rp ON rp.parent = l.id
-    WHERE l.k < {MAX_DEPTH}
-), deep AS (SELECT id FROM layer WHERE k = {MAX_DEPTH})
+    WHERE l.k = {MAX_DEPTH - 1}
+)
 SELECT (SELECT count(*) FROM deep) AS n, ARRAY(SELECT id FROM deep ORDER BY id LIMIT $1) AS sample
 """
+
+
+GRAPH_CHECK_TASK = "entitlements-graph-check"
+"""The name of the start-up task running ``warn_if_graph_too_deep``."""
 
 
 async def warn_if_graph_too_deep(store: PostgresStore, limit: int = 20) -> None:
     """At start-up: log one warning naming resources whose graph is already deeper than
     ``MAX_DEPTH`` (written before writes counted the levels below a resource, or with
-    SQL). Their checks are denied until the graph is repaired."""
+    SQL). Their checks are denied until the graph is repaired. Never raises: it runs
+    as a background task (``GRAPH_CHECK_TASK``), off the start-up path, since the
+    scan reads every edge once."""
     try:
-        count, sample = await store.too_deep_resources(limit, timeout=60.0)
-    except StoreUnavailableError as exc:
-        log.warning("could not look for a resource graph deeper than %d levels: %s", MAX_DEPTH, exc)
+        count, sample = await store.too_deep_resources(limit, timeout=120.0)
+    except Exception as exc:  # a background task must survive anything
+        log.warning(
+            "could not look for a resource graph deeper than %d levels: %s",
+            MAX_DEPTH,
+            exc if isinstance(exc, StoreUnavailableError) else type(exc).__name__,
+        )
         return
     if count:
         more = f" (and {count - len(sample)} more)" if count > len(sample) else ""
@@ -699,6 +718,7 @@ def _check_data(rows: Sequence[asyncpg.Record]) -> CheckData:
 
 
 __all__ = [
+    "GRAPH_CHECK_TASK",
     "MAX_DEPTH",
     "Change",
     "ChangePage",
