@@ -6,10 +6,11 @@ typed lifespan state (``request.state.ent``); there are no module globals.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
 import orjson
@@ -38,7 +39,12 @@ from entitlements.service.checks import CheckService, GrantSource, StoreGrantSou
 from entitlements.service.tokens import TokenService
 from entitlements.settings import Settings
 from entitlements.store.follower import ChangeFollower
-from entitlements.store.postgres import Change, PostgresStore
+from entitlements.store.postgres import (
+    GRAPH_CHECK_TASK,
+    Change,
+    PostgresStore,
+    warn_if_graph_too_deep,
+)
 from entitlements.store.pruner import ChangePruner
 from entitlements_client import IssuerConfig, KeySet, TokenVerifier
 from entitlements_client.issuers import ALL_SCOPES
@@ -229,10 +235,15 @@ def create_app(settings: Settings) -> FastAPI:
         gc.collect()
         gc.freeze()
         pruner.start()
+        # Off the start-up path: the scan for a graph already too deep reads every edge.
+        graph_check = asyncio.create_task(warn_if_graph_too_deep(store), name=GRAPH_CHECK_TASK)
         try:
             yield {"ent": state}
         finally:
             await pruner.stop()
+            graph_check.cancel()
+            with suppress(asyncio.CancelledError):
+                await graph_check
             await follower.stop()
             if redis is not None:
                 await redis.close()

@@ -107,7 +107,7 @@ async def list_grants(
 
 @router.put(
     "/resources/{resource_id:path}",
-    summary="Declare a resource and its parents (a cycle is refused)",
+    summary="Declare a resource and its parents (a cycle, or a path over 16 levels, is refused)",
     openapi_extra={
         "requestBody": {
             "required": True,

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import orjson
 import redis.asyncio as aioredis
@@ -91,19 +91,35 @@ def _load_grant(v: list[Any]) -> Grant:
     )
 
 
+FORMAT: Final = "v2"
+"""The entry format, part of every key. v2 added ``too_deep``: a v1 entry (from a
+worker before it) lacks it and must never be read as "the walk was whole", so v2
+workers never read v1 keys (those expire by their TTL)."""
+
+
 def dumps(data: CheckData) -> bytes:
     return orjson.dumps(
-        [data.revision, sorted(data.ancestors), [_dump_grant(g) for g in data.grants]]
+        [
+            data.revision,
+            sorted(data.ancestors),
+            [_dump_grant(g) for g in data.grants],
+            data.too_deep,
+        ]
     )
 
 
 def loads(raw: bytes | str) -> CheckData:
-    revision, ancestors, grants = orjson.loads(raw)
-    return CheckData(int(revision), frozenset(ancestors), tuple(_load_grant(g) for g in grants))
+    """Read an entry of this ``FORMAT``; anything else raises (the caller takes it as a miss)."""
+    revision, ancestors, grants, too_deep = orjson.loads(raw)
+    if type(too_deep) is not bool:
+        raise ValueError("an entry without a too_deep flag")
+    return CheckData(
+        int(revision), frozenset(ancestors), tuple(_load_grant(g) for g in grants), too_deep
+    )
 
 
 class RedisGrantCache:
-    """Grant sets in Redis under ``{prefix}{kind}:{key}``, with a TTL as a backstop.
+    """Grant sets in Redis under ``{prefix}{FORMAT}:{kind}:{key}``, with a TTL as a backstop.
 
     Entries are validated by the caller's ``ChangeIndex`` after reading, so a
     stale entry in Redis is harmless: it is read, found invalid, and replaced.
@@ -139,7 +155,7 @@ class RedisGrantCache:
         await self.client.aclose()
 
     def _key(self, kind: str, key: str) -> str:
-        return f"{self.prefix}{kind}:{key}"
+        return f"{self.prefix}{FORMAT}:{kind}:{key}"
 
     def _failed(self, op: str, exc: BaseException) -> None:
         self.breaker.failure()

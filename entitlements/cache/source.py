@@ -68,7 +68,8 @@ class CachedGrantSource:
         # The answer is right as of the index revision for entries read before it.
         applied = self.index.revision
         revision = min(max(view.revision, applied), max(own.revision, applied))
-        return CheckData(revision, scope, view.grants + mine)
+        # The view's walk up the graph decides whether the ancestors are whole.
+        return CheckData(revision, scope, view.grants + mine, view.too_deep or own.too_deep)
 
     async def check_data(
         self, resource: str, user: str, subjects: frozenset[str], min_revision: int | None

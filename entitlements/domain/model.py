@@ -27,6 +27,13 @@ MAX_RESOURCE_LENGTH: Final = 240
 MAX_SUBJECT_LENGTH: Final = 260
 MAX_ACTIONS: Final = 32
 MAX_PARENTS: Final = 64
+MAX_DEPTH: Final = 16
+"""The most levels a path through the resource graph may have. A resource without
+parents is on level 1, its children on level 2, and so on: a resource has at most
+``MAX_DEPTH - 1`` levels of ancestors above it and, as a parent, at most
+``MAX_DEPTH - 1`` levels below it. A write that would make any path longer is
+refused; where the graph is deeper anyway (written before writes counted the levels
+below a resource, or directly with SQL), checks fail closed (``CheckData.too_deep``)."""
 MAX_ATTRIBUTES_BYTES: Final = 4096
 MAX_SOURCE_LENGTH: Final = 100
 
@@ -151,11 +158,18 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class CheckData:
-    """What a check needs: the revision read, the resource's ancestors and the candidate grants."""
+    """What a check needs: the revision read, the resource's ancestors and the candidate grants.
+
+    ``too_deep``: the walk up from the resource found ancestors ``MAX_DEPTH`` levels
+    above it, so the graph there is deeper than the limit and ``ancestors`` may miss
+    some (with a deny among their grants). Every check on such data is refused. It
+    has no default on purpose: whoever builds one says whether the walk was whole.
+    """
 
     revision: int
     ancestors: frozenset[str]
     grants: tuple[Grant, ...]
+    too_deep: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,9 @@ class Query:
     """What a check asks, with subjects already expanded.
 
     ``subjects`` holds ``user:<id>``, ``role:<r>`` for each token role, and ``*``;
-    ``resources`` is the resource and all of its ancestors.
+    ``resources`` is the resource and all of its ancestors. ``too_deep``: the
+    ancestors could not all be read (the graph above the resource is deeper than
+    ``MAX_DEPTH``), so ``resources`` may lack one holding a deny.
     """
 
     subjects: frozenset[str]
@@ -27,6 +29,7 @@ class Query:
     action: str
     territory: str
     at: datetime
+    too_deep: bool = False
 
 
 def subjects_for(user_id: str, roles: Iterable[str]) -> frozenset[str]:
@@ -100,7 +103,22 @@ def decide(
     The decision is piecewise constant between window boundaries (windows are
     half-open), so the first boundary after ``at`` where the outcome differs is
     the exact ``valid_until``.
+
+    A query whose ancestors are incomplete (``too_deep``) fails closed: a deny on
+    an ancestor that was not read must never be missed, so the answer is
+    ``allowed: false, reason: "denied"`` with no grant (of the fixed reasons, the
+    only one that claims nothing about licences, places or windows) and no
+    ``valid_until`` (time alone does not change it; repairing the graph does).
     """
+    if query.too_deep:
+        return Decision(
+            allowed=False,
+            reason="denied",
+            grant=None,
+            valid_until=None,
+            revision=revision,
+            ancestors=ancestors,
+        )
     matching = relevant(grants, query)
     reason, grant = _decide(matching, query.territory, query.at)
     boundaries = sorted(

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+import logging
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from entitlements.domain.model import CheckData, Decision, Grant
+from entitlements.domain.model import MAX_DEPTH, CheckData, Decision, Grant
 from entitlements.domain.policy import Query, decide, subjects_for
 from entitlements.errors import FieldError, InvalidInputError
 
 MAX_BATCH = 1000
 MAX_PAGE = 1000
+
+log = logging.getLogger("entitlements")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +85,36 @@ def _decide(req: CheckRequest, data: CheckData, subjects: frozenset[str], at: da
         action=req.action,
         territory=req.territory,
         at=at,
+        too_deep=data.too_deep,
     )
     ancestors = tuple(sorted(a for a in data.ancestors if a != req.resource))
     return decide(data.grants, query, data.revision, ancestors)
+
+
+class TooDeepWarning:
+    """Logs that checks met a resource graph deeper than ``MAX_DEPTH``, at most once per
+    ``interval`` seconds (a hot resource must not flood the log), counting the rest."""
+
+    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self.last = float("-inf")
+        self.unlogged = 0
+
+    def seen(self, resource: str) -> None:
+        self.unlogged += 1
+        now = self.clock()
+        if now - self.last < self.interval:
+            return
+        log.warning(
+            "the resource graph above %s is deeper than %d levels: checks on it are denied"
+            " until the graph is repaired (%d such check(s) since the last warning)",
+            resource,
+            MAX_DEPTH,
+            self.unlogged,
+        )
+        self.last = now
+        self.unlogged = 0
 
 
 def encode_cursor(resource: str) -> str:
@@ -103,14 +134,27 @@ def decode_cursor(cursor: str) -> str:
 class CheckService:
     """Answers checks from a ``GrantSource`` with the domain policy."""
 
-    def __init__(self, source: GrantSource, listing: ListingStore) -> None:
+    def __init__(
+        self,
+        source: GrantSource,
+        listing: ListingStore,
+        too_deep: TooDeepWarning | None = None,
+    ) -> None:
         self.source = source
         self.listing = listing
+        self.too_deep = too_deep if too_deep is not None else TooDeepWarning()
+
+    def _decide(
+        self, req: CheckRequest, data: CheckData, subjects: frozenset[str], at: datetime
+    ) -> Decision:
+        if data.too_deep:
+            self.too_deep.seen(req.resource)
+        return _decide(req, data, subjects, at)
 
     async def check(self, req: CheckRequest) -> Decision:
         subjects = subjects_for(req.user, req.roles)
         data = await self.source.check_data(req.resource, req.user, subjects, req.min_revision)
-        return _decide(req, data, subjects, req.at or _now())
+        return self._decide(req, data, subjects, req.at or _now())
 
     async def check_many(self, reqs: Sequence[CheckRequest]) -> list[Decision]:
         """Answer checks in order; one store round trip per distinct caller."""
@@ -127,7 +171,7 @@ class CheckService:
                 [reqs[i].resource for i in idxs], user, subjects, min_rev
             )
             for i in idxs:
-                out[i] = _decide(reqs[i], data[reqs[i].resource], subjects, reqs[i].at or now)
+                out[i] = self._decide(reqs[i], data[reqs[i].resource], subjects, reqs[i].at or now)
         return [d for d in out if d is not None]
 
     async def list_entitlements(
@@ -146,7 +190,8 @@ class CheckService:
 
         Candidates are the resources an allow grant reaches; each is then
         checked exactly as ``check`` would, so a listed resource always checks
-        true and a denied or out-of-window one is never listed.
+        true and a denied or out-of-window one is never listed (nor one under a
+        graph deeper than ``MAX_DEPTH``: its check fails closed).
         """
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidInputError(FieldError("limit", f"must be between 1 and {MAX_PAGE}"))
@@ -166,7 +211,7 @@ class CheckService:
             data = await self.source.check_data_many(candidates, user, subjects, None)
             for resource in candidates:
                 req = CheckRequest(user, roles, resource, action, territory)
-                decision = _decide(req, data[resource], subjects, when)
+                decision = self._decide(req, data[resource], subjects, when)
                 revision = max(revision, decision.revision)
                 after = resource
                 if decision.allowed:

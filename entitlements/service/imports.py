@@ -41,9 +41,10 @@ answering during an upload.
   records get the source, a record naming another is refused; a row rejected by
   ``skip_invalid`` keeps its grant if its id could be read; a file without a
   valid grant is refused, not taken as "delete them all".
-- **Resources** replace their parents; a cycle or a graph deeper than
-  ``MAX_DEPTH`` fails the import, even with ``skip_invalid`` (which edge to drop
-  would be a guess).
+- **Resources** replace their parents; a cycle or a path longer than
+  ``MAX_DEPTH`` levels (counting the levels below a resource too, so two imports
+  cannot stack chains) fails the import, even with ``skip_invalid`` (which edge
+  to drop would be a guess).
 - **Bookkeeping**: the ``imports`` row is written before the transaction (a
   failed import stays on record) and finalised inside it on commit. A killed
   import leaves its row ``running`` with no session lock held; the next import,
@@ -67,7 +68,13 @@ from typing import Any, Final, cast
 import asyncpg
 import orjson
 
-from entitlements.domain.model import GrantRow, Resource, format_time, grant_from_mapping
+from entitlements.domain.model import (
+    MAX_DEPTH,
+    GrantRow,
+    Resource,
+    format_time,
+    grant_from_mapping,
+)
 from entitlements.errors import (
     EntitlementsError,
     FieldError,
@@ -89,8 +96,8 @@ from entitlements.service.import_workers import SEGMENT_BYTES, ReadWorkers, Segm
 from entitlements.service.pg_copy import GrantRows, Prepared, change_key, copy_text
 from entitlements.store.postgres import (
     MAX_CHANGE_KEYS,
-    MAX_DEPTH,
     bump_revision,
+    depth_refusal,
     translate_errors,
 )
 
@@ -353,20 +360,34 @@ _MERGE_RESOURCES_SQL: Final = (
     "INSERT INTO imp_rchg (id, line) SELECT id, line FROM imp_rb",
 )
 
-# Walk up from every resource whose parents changed: meeting itself is a cycle;
-# the depth rule is check_no_cycle's (MAX_DEPTH levels above a resource).
+# The rule of check_graph_write, on the graph as this import leaves it: every new path
+# goes through a new edge, whose child is a resource this import gave parents. Walk up
+# from each (meeting itself is a cycle) and down from each: a path through it has
+# above + 1 + below levels, at most MAX_DEPTH. Both walks stop at MAX_DEPTH steps
+# (already too many), one row per (start, resource, depth).
 _GRAPH_CHECK_SQL: Final = f"""
 WITH RECURSIVE up(start, line, id, depth) AS (
     SELECT c.id, c.line, p.parent, 1 FROM imp_rchg c JOIN resource_parents p ON p.child = c.id
     UNION
     SELECT u.start, u.line, p.parent, u.depth + 1
     FROM up u JOIN resource_parents p ON p.child = u.id
-    WHERE u.depth <= {MAX_DEPTH} AND u.id <> u.start
+    WHERE u.depth < {MAX_DEPTH} AND u.id <> u.start
+), down(start, id, depth) AS (
+    SELECT c.id, p.child, 1 FROM imp_rchg c JOIN resource_parents p ON p.parent = c.id
+    WHERE EXISTS (SELECT 1 FROM resource_parents q WHERE q.child = c.id)
+    UNION
+    SELECT d.start, p.child, d.depth + 1
+    FROM down d JOIN resource_parents p ON p.parent = d.id
+    WHERE d.depth < {MAX_DEPTH} AND d.id <> d.start
+), above AS (
+    SELECT start, line, bool_or(id = start) AS cycle, max(depth) AS n FROM up GROUP BY start, line
+), below AS (
+    SELECT start, max(depth) AS n FROM down GROUP BY start
 )
-SELECT start, line, bool_or(id = start) AS cycle, max(depth) AS depth
-FROM up GROUP BY start, line
-HAVING bool_or(id = start) OR max(depth) >= {MAX_DEPTH}
-ORDER BY line LIMIT $1
+SELECT a.start, a.line, a.cycle, a.n AS above, coalesce(b.n, 0) AS below
+FROM above a LEFT JOIN below b ON b.start = a.start
+WHERE a.cycle OR a.n + 1 + coalesce(b.n, 0) > {MAX_DEPTH}
+ORDER BY a.line LIMIT $1
 """
 
 _REAP_SQL: Final = f"""
@@ -1027,7 +1048,8 @@ class ImportService:
                 message = (
                     f"would create a cycle: {r['start']} would be its own ancestor"
                     if r["cycle"]
-                    else f"the resource graph may be at most {MAX_DEPTH} levels deep"
+                    else depth_refusal(r["above"], r["below"])
+                    or f"the resource graph may be at most {MAX_DEPTH} levels deep"
                 )
                 run.add_errors(r["line"], [FieldError("parents", message)])
                 run.failed = True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources as importlib_resources
@@ -19,6 +20,7 @@ import asyncpg
 import orjson
 
 from entitlements.domain.model import (
+    MAX_DEPTH,
     Change,
     CheckData,
     Grant,
@@ -34,8 +36,12 @@ from entitlements.errors import (
 )
 from entitlements.store.reconnect_log import quiet_reconnect_failures
 
-MAX_DEPTH = 16
-"""How far up (or down) the resource DAG a walk goes; deeper graphs are refused on write."""
+log = logging.getLogger("entitlements")
+
+# MAX_DEPTH (domain.model) counts levels: a path has at most MAX_DEPTH resources, so a
+# resource has at most MAX_DEPTH - 1 ancestors above it in a row. The walks up for
+# checks go MAX_DEPTH steps (depth 0 is the resource): one step beyond any legal path,
+# so finding anything at depth MAX_DEPTH means the walk was cut off (``too_deep``).
 
 _GRANT_COLUMNS = (
     "id, subject, resource, actions, territories, exclude_territories,"
@@ -264,6 +270,7 @@ class PostgresStore:
         ), ids AS (SELECT DISTINCT id AS rid FROM anc)
         SELECT (SELECT value FROM ent_revision) AS revision,
                (SELECT array_agg(rid) FROM ids) AS ancestors,
+               (SELECT max(depth) FROM anc) >= {MAX_DEPTH} AS too_deep,
                g.*
         FROM (SELECT 1) one
     """
@@ -311,7 +318,8 @@ class PostgresStore:
         """Every grant whose subject is this one user (purchases, personal deals)."""
         async with translate_errors():
             rows = await self.pool.fetch(
-                f"""SELECT (SELECT value FROM ent_revision) AS revision, NULL::text[] AS ancestors, g.*
+                f"""SELECT (SELECT value FROM ent_revision) AS revision, NULL::text[] AS ancestors,
+                           false AS too_deep, g.*
                     FROM (SELECT 1) one LEFT JOIN LATERAL (
                         SELECT {_GRANT_COLUMNS} FROM grants WHERE subject = $1
                     ) g ON true""",
@@ -347,13 +355,15 @@ class PostgresStore:
                     FROM anc a JOIN resource_parents p ON p.child = a.id
                     WHERE a.depth < {MAX_DEPTH}
                 ), pairs AS (SELECT DISTINCT root, id FROM anc)
-                SELECT (SELECT value FROM ent_revision) AS revision, pairs.root, pairs.id AS ancestor,
-                       g.*
+                SELECT (SELECT value FROM ent_revision) AS revision,
+                       ARRAY(SELECT DISTINCT root FROM anc WHERE depth = {MAX_DEPTH}) AS too_deep,
+                       pairs.root, pairs.id AS ancestor, g.*
                 FROM pairs LEFT JOIN LATERAL ({probe}) g ON true
                 """,
                 *args,
             )
         revision = int(rows[0]["revision"]) if rows else await self.revision()
+        too_deep = set(rows[0]["too_deep"]) if rows else set()
         ancestors: dict[str, set[str]] = {r: {r} for r in unique}
         grants: dict[str, list[Grant]] = {r: [] for r in unique}
         for row in rows:
@@ -361,7 +371,8 @@ class PostgresStore:
             if row["id"] is not None:
                 grants[row["root"]].append(grant_from_record(row))
         return revision, {
-            r: CheckData(revision, frozenset(ancestors[r]), tuple(grants[r])) for r in unique
+            r: CheckData(revision, frozenset(ancestors[r]), tuple(grants[r]), r in too_deep)
+            for r in unique
         }
 
     # --- grants -----------------------------------------------------------
@@ -439,9 +450,10 @@ class PostgresStore:
     async def put_resource(self, resource: Resource) -> WriteResult:
         """Declare a resource and set its parents (auto-declaring unknown parents).
 
-        Refuses a parent that would close a cycle or make the graph deeper than
-        ``MAX_DEPTH``. Graph writes are serialized by an advisory lock so two
-        concurrent writes cannot build a cycle between them.
+        Refuses a parent that would close a cycle or make any path of the graph
+        longer than ``MAX_DEPTH`` levels, the subtree below the resource included.
+        Graph writes are serialized by an advisory lock so two concurrent writes
+        cannot build a cycle or too long a path between them.
         """
         async with translate_errors(), self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(7418820002)")
@@ -451,7 +463,7 @@ class PostgresStore:
             exists = await conn.fetchval("SELECT 1 FROM resources WHERE id = $1", resource.id)
             if exists and tuple(r["parent"] for r in current) == resource.parents:
                 return WriteResult(await conn.fetchval("SELECT value FROM ent_revision"), False)
-            await check_no_cycle(conn, resource.id, resource.parents)
+            await check_graph_write(conn, resource.id, resource.parents)
             ids = [resource.id, *resource.parents]
             await conn.execute(
                 """INSERT INTO resources (id, type, revision)
@@ -502,7 +514,9 @@ class PostgresStore:
         """Resources that an allow grant of these subjects reaches (directly or by descent).
 
         Ordered by id after ``after``: a keyset page of candidates, each still
-        to be checked (a deny, a window or a territory may rule it out).
+        to be checked (a deny, a window, a territory or a graph too deep to walk
+        whole may rule it out). The walk down stops ``MAX_DEPTH`` levels below a
+        grant: what lies deeper is never a candidate (never listed, fail closed).
         """
         async with translate_errors():
             rows = await self.pool.fetch(
@@ -529,6 +543,15 @@ class PostgresStore:
                 limit,
             )
         return [r["id"] for r in rows]
+
+    async def too_deep_resources(
+        self, limit: int = 20, *, timeout: float | None = None
+    ) -> tuple[int, list[str]]:
+        """How many resources lie more than ``MAX_DEPTH`` levels deep (checks on them
+        fail closed), and the first ``limit`` of them by id."""
+        async with translate_errors():
+            row = await self.pool.fetchrow(_TOO_DEEP_SQL, limit, timeout=timeout)
+        return int(row["n"]), list(row["sample"])
 
     # --- change feed ------------------------------------------------------
 
@@ -575,53 +598,143 @@ class PostgresStore:
                 removed += int(status.rsplit(" ", 1)[1])
 
 
-async def check_no_cycle(conn: asyncpg.Connection, child: str, parents: Sequence[str]) -> None:
-    """Refuse parents that are descendants of ``child`` (a cycle) or too deep a chain."""
-    if not parents:
-        return
-    row = await conn.fetchrow(
-        f"""
-        WITH RECURSIVE up(id, depth, path) AS (
-            SELECT p COLLATE "C", 1, ARRAY[p COLLATE "C"] FROM unnest($1::text[]) AS p
-            UNION ALL
-            SELECT rp.parent, u.depth + 1, u.path || rp.parent
-            FROM up u JOIN resource_parents rp ON rp.child = u.id
-            WHERE u.depth <= {MAX_DEPTH} AND NOT rp.parent = ANY(u.path)
-        )
-        SELECT bool_or(id = $2) AS cycle, max(depth) AS depth FROM up
-        """,
-        list(parents),
-        child,
+# Walk up from the new parents and down from the child, one row per (resource, depth):
+# the work is bounded by resources times MAX_DEPTH, never by the number of paths.
+# Meeting the child above its new parents is a cycle. Each walk stops at MAX_DEPTH
+# steps, which is already too many: the longest path through the child's new edges
+# has above + 1 + below levels.
+_GRAPH_WRITE_SQL = f"""
+WITH RECURSIVE up(id, depth) AS (
+    SELECT p COLLATE "C", 1 FROM unnest($1::text[]) AS p
+    UNION
+    SELECT rp.parent, u.depth + 1
+    FROM up u JOIN resource_parents rp ON rp.child = u.id
+    WHERE u.depth < {MAX_DEPTH} AND u.id <> $2
+), down(id, depth) AS (
+    SELECT $2 COLLATE "C", 0
+    UNION
+    SELECT rp.child, d.depth + 1
+    FROM down d JOIN resource_parents rp ON rp.parent = d.id
+    WHERE d.depth < {MAX_DEPTH}
+)
+SELECT bool_or(id = $2) AS cycle, max(depth) AS above, (SELECT max(depth) FROM down) AS below
+FROM up
+"""
+
+
+def depth_refusal(above: int, below: int) -> str | None:
+    """Why a resource with ``above`` levels of ancestors and ``below`` levels of
+    descendants breaks the depth limit, or None if it does not. (A count that reached
+    a walk's limit, ``MAX_DEPTH``, is a lower bound.)"""
+    levels = above + 1 + below
+    if levels <= MAX_DEPTH:
+        return None
+    count = str(levels) if max(above, below) < MAX_DEPTH else f"at least {levels}"
+    return (
+        f"the resource graph may be at most {MAX_DEPTH} levels deep; with these parents"
+        f" a path through this resource would have {count} levels ({above} above it,"
+        f" {below} below it)"
     )
-    if row is not None and row["cycle"]:
+
+
+async def check_graph_write(conn: asyncpg.Connection, child: str, parents: Sequence[str]) -> None:
+    """Refuse parents that would close a cycle or make any path longer than ``MAX_DEPTH``
+    levels, counting the levels above the parents and the subtree below ``child``."""
+    if not parents:
+        return  # no new edge: no path gets longer
+    row = await conn.fetchrow(_GRAPH_WRITE_SQL, list(parents), child)
+    if row["cycle"]:
         raise InvalidInputError(
             FieldError(
                 "parents", f"would create a cycle: {child} is already an ancestor of a parent"
             )
         )
-    if row is not None and row["depth"] is not None and row["depth"] >= MAX_DEPTH:
-        raise InvalidInputError(
-            FieldError("parents", f"the resource graph may be at most {MAX_DEPTH} levels deep")
+    refusal = depth_refusal(row["above"], row["below"])
+    if refusal is not None:
+        raise InvalidInputError(FieldError("parents", refusal))
+
+
+# A resource lies too deep when a parent of it has MAX_DEPTH - 1 levels above it. On
+# that chain every resource but the root and the last has a parent and a child, and
+# so does each one's parent on the chain ("middle" edges: in a label/release/track
+# catalogue there are none, and the walk ends at once). So levels are counted along
+# middle edges only, layer k holding the resources with at least k levels above
+# (a cycle keeps the layers full); what hangs under layer MAX_DEPTH - 1 is too deep.
+_TOO_DEEP_SQL = f"""
+WITH RECURSIVE mid AS MATERIALIZED (
+    SELECT e.child, e.parent FROM resource_parents e
+    WHERE EXISTS (SELECT 1 FROM resource_parents d WHERE d.parent = e.child)
+      AND EXISTS (SELECT 1 FROM resource_parents u WHERE u.child = e.parent)
+), layer(id, k) AS (
+    SELECT DISTINCT parent, 1 FROM mid
+    UNION
+    SELECT m.child, l.k + 1 FROM layer l JOIN mid m ON m.parent = l.id
+    WHERE l.k < {MAX_DEPTH - 1}
+), deep AS (
+    SELECT DISTINCT rp.child AS id
+    FROM layer l JOIN resource_parents rp ON rp.parent = l.id
+    WHERE l.k = {MAX_DEPTH - 1}
+)
+SELECT (SELECT count(*) FROM deep) AS n, ARRAY(SELECT id FROM deep ORDER BY id LIMIT $1) AS sample
+"""
+
+
+GRAPH_CHECK_TASK = "entitlements-graph-check"
+"""The name of the start-up task running ``warn_if_graph_too_deep``."""
+
+
+async def warn_if_graph_too_deep(store: PostgresStore, limit: int = 20) -> None:
+    """At start-up: log one warning naming resources whose graph is already deeper than
+    ``MAX_DEPTH`` (written before writes counted the levels below a resource, or with
+    SQL). Their checks are denied until the graph is repaired. Never raises: it runs
+    as a background task (``GRAPH_CHECK_TASK``), off the start-up path, since the
+    scan reads every edge once."""
+    try:
+        count, sample = await store.too_deep_resources(limit, timeout=120.0)
+    except Exception as exc:  # a background task must survive anything
+        log.warning(
+            "could not look for a resource graph deeper than %d levels: %s",
+            MAX_DEPTH,
+            exc if isinstance(exc, StoreUnavailableError) else type(exc).__name__,
+        )
+        return
+    if count:
+        more = f" (and {count - len(sample)} more)" if count > len(sample) else ""
+        log.warning(
+            "%d resource(s) lie more than %d levels deep in the resource graph: %s%s."
+            " Checks on them are denied until the graph is repaired (PUT /v1/resources/{id}"
+            " with fewer parents, or an import of their resources)",
+            count,
+            MAX_DEPTH,
+            ", ".join(sample),
+            more,
         )
 
 
 def _check_data(rows: Sequence[asyncpg.Record]) -> CheckData:
     first = rows[0]
     grants = tuple(grant_from_record(r) for r in rows if r["id"] is not None)
-    return CheckData(int(first["revision"]), frozenset(first["ancestors"] or ()), grants)
+    return CheckData(
+        int(first["revision"]), frozenset(first["ancestors"] or ()), grants, first["too_deep"]
+    )
 
 
 __all__ = [
+    "GRAPH_CHECK_TASK",
+    "MAX_DEPTH",
     "Change",
     "ChangePage",
     "CheckData",
     "PostgresStore",
     "WriteResult",
     "bump_revision",
+    "check_graph_write",
+    "depth_refusal",
     "grant_changes",
     "grant_from_record",
     "grant_row",
     "resource_type",
     "schema_sql",
     "translate_errors",
+    "warn_if_graph_too_deep",
 ]
