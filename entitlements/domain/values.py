@@ -143,7 +143,7 @@ def json_problem(value: object, field: str, max_depth: int) -> FieldError | None
                 continue
             if len(stack) >= max_depth:
                 where = _cut(f"{path}.{shown(key)}")
-                return FieldError(where, f"exceeds the nesting limit of {max_depth} levels")
+                return FieldError(where, f"is nested too deeply (at most {max_depth} levels)")
             stack.append((inner, f"{path}.{shown(key)}"))
             break
         else:

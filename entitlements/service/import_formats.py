@@ -29,7 +29,9 @@ Decisions about hostile input (each refusal names the line):
   CSV injection) rejects that row. No valid value starts with those
   characters, so refusing them loses nothing.
 - JSON (NDJSON lines and CSV ``attributes`` cells): duplicate keys and
-  ``NaN``/``Infinity`` are refused, not silently resolved.
+  ``NaN``/``Infinity`` are refused, not silently resolved. A record nested
+  deeper than any valid one (``attributes`` nest at most 32 levels) is refused
+  naming its field, without handing it to a recursive parser.
 - An empty file, or a CSV file with a header and no rows, is refused.
 
 Fatal problems raise ``InvalidInputError`` whose ``FieldError`` carries the
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from typing import Any, Final, Literal, Protocol
 
@@ -48,12 +51,13 @@ import orjson
 
 from entitlements.domain.model import (
     GRANT_FIELDS,
-    MAX_ID_LENGTH,
     GrantRow,
     Resource,
     grant_row_from_mapping,
+    parse_grant_id,
     resource_from_mapping,
 )
+from entitlements.domain.values import MAX_ATTRIBUTES_DEPTH, shown
 from entitlements.errors import FieldError, InvalidInputError
 
 Format = Literal["ndjson", "csv"]
@@ -158,12 +162,66 @@ def _surely_unique(raw: bytes, value: Any, nested: str | None = None) -> bool:
     return raw.translate(None, _WHITESPACE).count(b'":') == keys
 
 
+# The stdlib decoder recurses once per level: it only ever sees text nested at most
+# this deep (far below Python's recursion limit, far above any valid record).
+_DECODER_MAX_DEPTH: Final = 2 * MAX_ATTRIBUTES_DEPTH
+# A JSON string (escapes and all), or a bracket.
+_JSON_TOKEN_RE: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+
+
+def too_deep(raw: bytes | str, limit: int = _DECODER_MAX_DEPTH) -> str | None:
+    """None if the JSON text ``raw`` nests at most ``limit`` levels; else the field
+    (top-level key, escaped; "" for none) under which it goes deeper.
+
+    A count of brackets proves most texts shallow; otherwise the text is scanned,
+    string by string and bracket by bracket, without recursion, so any depth is
+    safe (the text need not even be valid JSON).
+    """
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if data.count(b"{") + data.count(b"[") <= limit:
+        return None
+    depth = 0
+    key = b""
+    for match in _JSON_TOKEN_RE.finditer(data):
+        token = match.group()
+        if token[0] == 0x22:  # a string: at depth 1, the key of what may open next
+            if depth == 1:
+                key = token
+        elif token in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return _key_text(key)
+        else:
+            depth -= 1
+    return None
+
+
+def _key_text(token: bytes) -> str:
+    if not token:
+        return ""
+    try:
+        text = orjson.loads(token)
+    except orjson.JSONDecodeError:
+        text = token[1:-1].decode("utf-8", "replace")
+    return shown(text) if isinstance(text, str) else ""
+
+
+def _too_deep_problem(field: str) -> FieldError:
+    return FieldError(field, f"is nested too deeply (at most {MAX_ATTRIBUTES_DEPTH} levels)")
+
+
 def _find_duplicate(raw: bytes | str) -> FieldError | None:
-    """The exact check: the first duplicate key anywhere in ``raw``, if any."""
+    """The exact check: the first duplicate key anywhere in ``raw``, if any.
+
+    Not for text nested deeper than any valid record: it is refused for its depth
+    (by the validator) whatever its keys, and the exact check would recurse that deep.
+    """
+    if too_deep(raw) is not None:
+        return None
     try:
         _STRICT_JSON.decode(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
     except _DuplicateKeyError as dup:
-        return FieldError(dup.key[:64], "duplicate key: JSON keys must be unique")
+        return FieldError(shown(dup.key), "duplicate key: JSON keys must be unique")
     except ValueError:
         return None  # orjson accepted it; any other objection is not ours to add
     return None
@@ -171,6 +229,9 @@ def _find_duplicate(raw: bytes | str) -> FieldError | None:
 
 def _json_problem(raw: bytes | str, exc: ValueError) -> FieldError:
     """Why a JSON text was refused, in words a rights team can act on."""
+    deep = too_deep(raw)
+    if deep is not None:  # e.g. beyond orjson's own limit (1,024 levels)
+        return _too_deep_problem(deep)
     if isinstance(raw, bytes):
         try:
             text = raw.decode("utf-8")
@@ -181,7 +242,7 @@ def _json_problem(raw: bytes | str, exc: ValueError) -> FieldError:
     try:
         _STRICT_JSON.decode(text)
     except _DuplicateKeyError as dup:
-        return FieldError(dup.key[:64], "duplicate key: JSON keys must be unique")
+        return FieldError(shown(dup.key), "duplicate key: JSON keys must be unique")
     except json.JSONDecodeError as err:
         return FieldError("", f"not valid JSON: {err.msg} (column {err.colno})")
     except ValueError as err:
@@ -404,8 +465,13 @@ class _Records:
 
 
 def _grant_id(data: dict[str, Any]) -> str | None:
-    value = data.get("id")
-    return value if type(value) is str and 0 < len(value) <= MAX_ID_LENGTH else None
+    """A rejected record's grant id, if it is a valid one. (With ``--skip-invalid`` the
+    import stages it to notice a later duplicate and keep it from a replace-source
+    delete; an invalid id can be neither, and Postgres might not even hold it.)"""
+    try:
+        return parse_grant_id(data.get("id"))
+    except InvalidInputError:
+        return None
 
 
 class NdjsonReader(_Records):
@@ -582,7 +648,7 @@ class CsvReader(_Records):
         seen: set[str] = set()
         for name in names:
             if name in seen:
-                raise fatal(line, f"the header names the column {name!r} twice", name[:64])
+                raise fatal(line, f"the header names the column {name!r} twice", shown(name))
             seen.add(name)
             if name not in known:
                 hint = " (for resources use --kind resource)" if name == "parents" else ""
@@ -590,7 +656,7 @@ class CsvReader(_Records):
                     line,
                     f"the header has an unknown column {name[:64]!r}{hint}; known columns:"
                     f" {', '.join(sorted(known))}",
-                    name[:64],
+                    shown(name),
                 )
         missing = [name for name in required if name not in seen]
         if missing:
@@ -650,5 +716,6 @@ __all__ = [
     "no_records",
     "read_file",
     "strip_bom",
+    "too_deep",
     "too_long",
 ]
