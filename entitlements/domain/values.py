@@ -26,8 +26,11 @@ so an error message itself never carries a NUL into a report or a log.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from typing import Any, Final
+
+import orjson
 
 from entitlements.errors import FieldError, InvalidInputError
 
@@ -170,11 +173,62 @@ def surely_plain(obj: dict[Any, Any]) -> bool:
     return True
 
 
+DECODER_MAX_DEPTH: Final = 2 * MAX_ATTRIBUTES_DEPTH
+"""Text nested deeper than this holds no valid input: a recursive parser (the stdlib's
+``json``) is never handed it (it would recurse that deep; orjson stops at 1,024)."""
+
+# A JSON string (escapes and all), or a bracket.
+_JSON_TOKEN_RE: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+
+
+def too_deep(raw: bytes | str, limit: int) -> str | None:
+    """None if the JSON text ``raw`` nests at most ``limit`` levels; else the field
+    (its top-level key, escaped; "" for none) under which it goes deeper.
+
+    A count of brackets proves most texts shallow; otherwise the text is scanned,
+    string by string and bracket by bracket, without recursion, so any depth is
+    safe (and the text need not even be valid JSON).
+    """
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if data.count(b"{") + data.count(b"[") <= limit:
+        return None
+    depth = 0
+    key = b""
+    for match in _JSON_TOKEN_RE.finditer(data):
+        token = match.group()
+        if token[0] == 0x22:  # a string; at depth 1, the key of whatever opens next
+            if depth == 1:
+                key = token
+        elif token in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return _key_text(key)
+        else:
+            depth -= 1
+    return None
+
+
+def too_deep_problem(field: str) -> FieldError:
+    """The refusal of input that ``too_deep`` found nested beyond any valid one."""
+    return FieldError(field, f"is nested too deeply (at most {MAX_ATTRIBUTES_DEPTH} levels)")
+
+
+def _key_text(token: bytes) -> str:
+    if not token:
+        return ""
+    try:
+        text = orjson.loads(token)
+    except orjson.JSONDecodeError:
+        text = token[1:-1].decode("utf-8", "replace")
+    return shown(text) if isinstance(text, str) else ""
+
+
 def _cut(path: str) -> str:
     return path if len(path) <= _MAX_PATH else path[: _MAX_PATH - 1] + "…"
 
 
 __all__ = [
+    "DECODER_MAX_DEPTH",
     "MAX_ATTRIBUTES_DEPTH",
     "MAX_SAFE_INTEGER",
     "json_problem",
@@ -182,4 +236,6 @@ __all__ = [
     "shown",
     "surely_plain",
     "text_problem",
+    "too_deep",
+    "too_deep_problem",
 ]

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from typing import Any, Final, Literal, Protocol
 
@@ -57,7 +56,12 @@ from entitlements.domain.model import (
     parse_grant_id,
     resource_from_mapping,
 )
-from entitlements.domain.values import MAX_ATTRIBUTES_DEPTH, shown
+from entitlements.domain.values import (
+    DECODER_MAX_DEPTH,
+    shown,
+    too_deep,
+    too_deep_problem,
+)
 from entitlements.errors import FieldError, InvalidInputError
 
 Format = Literal["ndjson", "csv"]
@@ -162,61 +166,14 @@ def _surely_unique(raw: bytes, value: Any, nested: str | None = None) -> bool:
     return raw.translate(None, _WHITESPACE).count(b'":') == keys
 
 
-# The stdlib decoder recurses once per level: it only ever sees text nested at most
-# this deep (far below Python's recursion limit, far above any valid record).
-_DECODER_MAX_DEPTH: Final = 2 * MAX_ATTRIBUTES_DEPTH
-# A JSON string (escapes and all), or a bracket.
-_JSON_TOKEN_RE: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
-
-
-def too_deep(raw: bytes | str, limit: int = _DECODER_MAX_DEPTH) -> str | None:
-    """None if the JSON text ``raw`` nests at most ``limit`` levels; else the field
-    (top-level key, escaped; "" for none) under which it goes deeper.
-
-    A count of brackets proves most texts shallow; otherwise the text is scanned,
-    string by string and bracket by bracket, without recursion, so any depth is
-    safe (the text need not even be valid JSON).
-    """
-    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-    if data.count(b"{") + data.count(b"[") <= limit:
-        return None
-    depth = 0
-    key = b""
-    for match in _JSON_TOKEN_RE.finditer(data):
-        token = match.group()
-        if token[0] == 0x22:  # a string: at depth 1, the key of what may open next
-            if depth == 1:
-                key = token
-        elif token in (b"[", b"{"):
-            depth += 1
-            if depth > limit:
-                return _key_text(key)
-        else:
-            depth -= 1
-    return None
-
-
-def _key_text(token: bytes) -> str:
-    if not token:
-        return ""
-    try:
-        text = orjson.loads(token)
-    except orjson.JSONDecodeError:
-        text = token[1:-1].decode("utf-8", "replace")
-    return shown(text) if isinstance(text, str) else ""
-
-
-def _too_deep_problem(field: str) -> FieldError:
-    return FieldError(field, f"is nested too deeply (at most {MAX_ATTRIBUTES_DEPTH} levels)")
-
-
 def _find_duplicate(raw: bytes | str) -> FieldError | None:
     """The exact check: the first duplicate key anywhere in ``raw``, if any.
 
-    Not for text nested deeper than any valid record: it is refused for its depth
-    (by the validator) whatever its keys, and the exact check would recurse that deep.
+    Not for text nested deeper than any valid record (``DECODER_MAX_DEPTH``): the
+    validator refuses it for its depth whatever its keys, and the stdlib decoder
+    would recurse once per level.
     """
-    if too_deep(raw) is not None:
+    if too_deep(raw, DECODER_MAX_DEPTH) is not None:
         return None
     try:
         _STRICT_JSON.decode(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
@@ -229,9 +186,9 @@ def _find_duplicate(raw: bytes | str) -> FieldError | None:
 
 def _json_problem(raw: bytes | str, exc: ValueError) -> FieldError:
     """Why a JSON text was refused, in words a rights team can act on."""
-    deep = too_deep(raw)
+    deep = too_deep(raw, DECODER_MAX_DEPTH)
     if deep is not None:  # e.g. beyond orjson's own limit (1,024 levels)
-        return _too_deep_problem(deep)
+        return too_deep_problem(deep)
     if isinstance(raw, bytes):
         try:
             text = raw.decode("utf-8")
@@ -716,6 +673,5 @@ __all__ = [
     "no_records",
     "read_file",
     "strip_bom",
-    "too_deep",
     "too_long",
 ]
