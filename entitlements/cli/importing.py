@@ -120,7 +120,11 @@ def import_command(
     else:
         typer.echo(summary(report))
     if not report.ok:
-        raise fail(f"the import failed ({report.error_count} problem(s)); nothing was imported", 2)
+        raise fail(
+            f"the import failed ({report.error_count} problem(s); the first: {first_error(report)});"
+            " nothing was imported",
+            2,
+        )
 
 
 async def _import(
@@ -178,6 +182,15 @@ def summary(report: ImportReport) -> str:
             f"  … and {more:,} more (the full report: --json, or GET /v1/imports/{report.id})"
         )
     return "\n".join(lines)
+
+
+def first_error(report: ImportReport) -> str:
+    """The report's first problem in one line: where, which field, what."""
+    if not report.errors:
+        return "unknown"
+    e = report.errors[0]
+    where = f"line {e['line']}" if e["line"] is not None else "the file"
+    return f"{where}{' ' + e['field'] if e['field'] else ''}: {e['message']}"
 
 
 def _who() -> str:
