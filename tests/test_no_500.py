@@ -312,6 +312,20 @@ def test_an_integer_beyond_2_53_in_attributes_of_a_put_grant(
     conn.still_usable()
 
 
+def test_a_value_nested_1000_levels_where_a_code_belongs(
+    conn: Connection, quiet_log: Callable[[], str]
+) -> None:
+    """An error message once quoted the refused value's repr, which recursed as deep."""
+    deep = nested(1000)
+    check = b'{"resource":"track:no500","action":"stream","territory":' + deep + b"}"
+    reply = conn.send("POST", "/v1/check", "alice", check, Content_Type="application/json")
+    assert reply.status == 422 and reply.fields() == ["territory"], reply.body[:300]
+    put = orjson.dumps({**GRANT, "territories": []})[:-2] + deep + b"]}"  # [<deep>]
+    reply = conn.send("PUT", "/v1/grants/no500-t", "admin", put, Content_Type="application/json")
+    assert reply.status == 422 and reply.fields() == ["territories.0"], reply.body[:300]
+    conn.still_usable()
+
+
 # --- the same through an import ---------------------------------------------------------
 
 
@@ -335,6 +349,22 @@ def test_an_import_line_is_a_row_error_naming_line_and_field(
     problem = reply.problem()
     assert reply.status == 422 and problem["import"]["status"] == "failed", problem
     assert [(e["line"], e["field"]) for e in problem["errors"]] == [(2, field)]
+    conn.still_usable()
+
+
+def test_a_source_nested_1000_levels_in_a_replace_source_import(
+    conn: Connection, quiet_log: Callable[[], str]
+) -> None:
+    line = orjson.dumps({"id": "no500-s", **GRANT})[:-1] + b',"source":' + nested(1000) + b"}\n"
+    reply = conn.send(
+        "POST",
+        "/v1/imports?replace_source=feed",
+        "import",
+        line,
+        Content_Type="application/x-ndjson",
+    )
+    assert reply.status == 422 and reply.fields() == ["source"], reply.body[:300]
+    assert "a list" in reply.problem()["errors"][0]["message"]
     conn.still_usable()
 
 

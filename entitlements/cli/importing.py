@@ -31,6 +31,7 @@ from rich.progress import (
 )
 from rich.progress import Progress as Bar
 
+from entitlements.domain.values import text_problem
 from entitlements.service.import_formats import Format, Kind
 
 if TYPE_CHECKING:  # the service, asyncpg and the store load only when an import runs
@@ -195,9 +196,11 @@ def first_error(report: ImportReport) -> str:
 
 def _who() -> str:
     try:
-        return f"cli:{getpass.getuser()}"
+        who = f"cli:{getpass.getuser()}"
     except (KeyError, OSError):  # no passwd entry (containers)
         return "cli"
+    # From $LOGNAME and friends: not UTF-8 there, Python hands it over with lone surrogates.
+    return "cli" if text_problem(who) else who
 
 
 class ProgressDisplay:

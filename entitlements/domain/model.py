@@ -17,7 +17,13 @@ from typing import Any, Final, Literal
 import orjson
 
 from entitlements.domain.territories import ISO_3166_ALPHA2, WORLDWIDE
-from entitlements.domain.values import MAX_ATTRIBUTES_DEPTH, json_problem, shown, surely_plain
+from entitlements.domain.values import (
+    MAX_ATTRIBUTES_DEPTH,
+    brief,
+    json_problem,
+    shown,
+    surely_plain,
+)
 from entitlements.errors import FieldError, InvalidInputError
 
 Effect = Literal["allow", "deny"]
@@ -221,9 +227,8 @@ def parse_action(value: object, field_name: str = "action") -> str:
 
 def parse_territory(value: object, field_name: str = "territory") -> str:
     if not isinstance(value, str) or value not in ISO_3166_ALPHA2:
-        shown = repr(value)[:20]
         raise InvalidInputError(
-            FieldError(field_name, f"{shown} is not an ISO 3166-1 alpha-2 code such as 'GB'")
+            FieldError(field_name, f"{brief(value)} is not an ISO 3166-1 alpha-2 code such as 'GB'")
         )
     return value
 

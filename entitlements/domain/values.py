@@ -56,6 +56,17 @@ def shown(key: str, limit: int = MAX_SHOWN) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
+def brief(value: object, limit: int = 20) -> str:
+    """A refused value as an error may quote it: a string or number as its repr, cut to
+    ``limit``; a container only by its kind (its repr would recurse as deep as a caller
+    nested it: orjson parses up to 1,024 levels, more than Python's recursion limit)."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return repr(value)[:limit]
+
+
 def text_problem(text: str) -> str | None:
     """Why Postgres could not store ``text`` unchanged (a NUL, a lone surrogate), or None."""
     if "\x00" in text:
@@ -231,6 +242,7 @@ __all__ = [
     "DECODER_MAX_DEPTH",
     "MAX_ATTRIBUTES_DEPTH",
     "MAX_SAFE_INTEGER",
+    "brief",
     "json_problem",
     "parse_text",
     "shown",

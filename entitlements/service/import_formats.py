@@ -58,6 +58,7 @@ from entitlements.domain.model import (
 )
 from entitlements.domain.values import (
     DECODER_MAX_DEPTH,
+    brief,
     shown,
     too_deep,
     too_deep_problem,
@@ -395,7 +396,7 @@ class _Records:
                         (
                             FieldError(
                                 "source",
-                                f"is {str(own)[:100]!r}, but this import replaces source {source!r}",
+                                f"is {brief(own, 100)}, but this import replaces source {source!r}",
                             ),
                         ),
                         _grant_id(data),
