@@ -19,6 +19,37 @@ from entitlements.errors import InvalidInputError
 
 # Values near the edges of every rule: valid ones, wrong types, wrong shapes.
 ANY_JUNK = st.one_of(st.none(), st.integers(), st.booleans(), st.floats(), st.text(max_size=5))
+
+# Attributes near their edges: NUL and lone surrogates in keys and strings, numbers
+# either side of ±(2^53 - 1), NaN and infinities, nesting.
+SAFE = 2**53 - 1
+JSON_TEXT = st.text(alphabet=st.sampled_from(["a", "b", "é", "\x00", "\ud800"]), max_size=3)
+JSON_LEAVES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.sampled_from([SAFE, -SAFE, SAFE + 1, -SAFE - 1, 2**64]),
+    st.floats(),
+    st.sampled_from([1e16, 9007199254740991.0, 9007199254740992.0, 1.2345678901234568e29]),
+    JSON_TEXT,
+)
+JSON_VALUES = st.recursive(
+    JSON_LEAVES,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(JSON_TEXT, inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+ATTRIBUTES = st.dictionaries(JSON_TEXT, JSON_VALUES, max_size=3)
+
+
+def nested(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
 FIELDS: dict[str, Any] = {
     "id": st.one_of(st.sampled_from(["g1", "a/b:c", "", " g", "x" * 201, "é"]), ANY_JUNK),
     "subject": st.one_of(
@@ -57,7 +88,12 @@ FIELDS: dict[str, Any] = {
     ),
     "effect": st.one_of(st.sampled_from(["allow", "deny", "Allow", ""]), ANY_JUNK),
     "attributes": st.one_of(
-        st.just({"q": "hi"}), st.just({"big": "x" * 5000}), st.just([1]), ANY_JUNK
+        st.just({"q": "hi"}),
+        st.just({"big": "x" * 5000}),
+        st.just([1]),
+        ANY_JUNK,
+        ATTRIBUTES,
+        st.sampled_from([nested(32), nested(33), {"deep": nested(40)}]),
     ),
     "source": st.one_of(st.sampled_from(["feed-1", "", "a b"]), ANY_JUNK),
     "colour": st.just("red"),
@@ -125,6 +161,28 @@ def test_import_row_is_the_api_grant_row(data: dict[str, Any]) -> None:
     assert grant_row_from_mapping(data) == grant_row(full)
 
 
+@settings(max_examples=1500, deadline=None)
+@given(attributes=st.one_of(ATTRIBUTES, st.dictionaries(st.just("x"), JSON_VALUES, max_size=1)))
+def test_fast_path_agrees_on_attributes(attributes: dict[str, Any]) -> None:
+    """A valid grant but for its attributes: the fast path's quick proof that they are
+    plain JSON never accepts what the full validator's walk refuses."""
+    data = {
+        "id": "g1",
+        "subject": "user:u1",
+        "resource": "track:1",
+        "actions": ["stream"],
+        "territories": ["*"],
+        "attributes": attributes,
+    }
+    row = _fast_row(data, None)
+    try:
+        full = _grant_from_mapping(data)
+    except InvalidInputError:
+        assert row is None, attributes
+        return
+    assert row is None or row == grant_row(full), (attributes, row, full)
+
+
 def test_fast_path_takes_an_ordinary_feed_row() -> None:
     row = {
         "id": "g-1",
@@ -140,7 +198,8 @@ def test_fast_path_takes_an_ordinary_feed_row() -> None:
     fast = _fast_grant(row, None)
     assert fast is not None and fast == _grant_from_mapping(row)
     assert _fast_row(row, None) == grant_row(fast)
-    assert _fast_row(row, None)[3:6] == (("download", "stream"), ("GB", "US"), ())
+    fast_row = _fast_row(row, None)
+    assert fast_row is not None and fast_row[3:6] == (("download", "stream"), ("GB", "US"), ())
 
 
 COPY_SPECIALS = st.sampled_from(["\t", "\n", "\r", "\\", "\x00"])

@@ -438,10 +438,89 @@ def test_attributes_must_be_a_small_object() -> None:
 
 
 @pytest.mark.parametrize(
-    "attributes", [[], ["a"], "quality", 1, True, {1: "int key"}, {"s": {1, 2}}, {"o": object()}]
+    ("attributes", "field"),
+    [
+        ([], "attributes"),
+        (["a"], "attributes"),
+        ("quality", "attributes"),
+        (1, "attributes"),
+        (True, "attributes"),
+        ({1: "int key"}, "attributes"),
+        ({"s": {1, 2}}, "attributes.s"),
+        ({"o": object()}, "attributes.o"),
+    ],
 )
-def test_attributes_other_shapes_are_refused(attributes: object) -> None:
-    assert fields(grant_from_mapping, base(attributes=attributes)) == ["attributes"]
+def test_attributes_other_shapes_are_refused(attributes: object, field: str) -> None:
+    assert fields(grant_from_mapping, base(attributes=attributes)) == [field]
+
+
+def nested(levels: int) -> dict[str, Any]:
+    """Attributes ``levels`` deep: {"a": {"a": ... {}}} (the outer object is level 1)."""
+    value: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+def test_attributes_nest_at_most_32_levels() -> None:
+    assert grant_from_mapping(base(attributes=nested(32))).attributes == nested(32)
+    assert fields(grant_from_mapping, base(attributes=nested(33))) == ["attributes" + ".a" * 32]
+    # Far deeper than Python's recursion limit: refused the same way, by a walk without recursion.
+    deep: list[Any] = []
+    for _ in range(5000):
+        deep = [deep]
+    problem = refused(grant_from_mapping, base(attributes={"x": deep}))
+    assert [e.field for e in problem] == ["attributes.x" + ".0" * 31]
+    assert "at most 32 levels" in problem[0].message
+
+
+@pytest.mark.parametrize(
+    ("attributes", "field"),
+    [
+        ({"n": 123456789012345678901234567890}, "attributes.n"),
+        ({"n": 2**53}, "attributes.n"),
+        ({"n": -(2**53)}, "attributes.n"),
+        ({"n": [1, 2**64]}, "attributes.n.1"),
+        ({"n": {"m": 1.2345678901234568e29}}, "attributes.n.m"),  # what a parser makes of the int
+        ({"n": float("nan")}, "attributes.n"),
+        ({"n": float("inf")}, "attributes.n"),
+    ],
+)
+def test_attributes_numbers_stay_within_the_exact_json_range(
+    attributes: dict[str, Any], field: str
+) -> None:
+    assert fields(grant_from_mapping, base(attributes=attributes)) == [field]
+
+
+def test_attributes_numbers_at_the_edge_of_the_range_are_kept() -> None:
+    edge = {"max": 2**53 - 1, "min": -(2**53 - 1), "f": 9007199254740991.0, "x": 1.5e-300}
+    assert grant_from_mapping(base(attributes=edge)).attributes == edge
+
+
+@pytest.mark.parametrize(
+    ("attributes", "field"),
+    [
+        ({"q": "a\x00b"}, "attributes.q"),
+        ({"a\x00b": 1}, "attributes.a\\x00b"),  # the key is shown escaped
+        ({"q": ["ok", {"r": "\x00"}]}, "attributes.q.1.r"),
+        ({"q": "\ud800"}, "attributes.q"),
+        ({"\udc00": "q"}, "attributes.\\udc00"),
+    ],
+)
+def test_attributes_refuse_text_postgres_cannot_hold(
+    attributes: dict[str, Any], field: str
+) -> None:
+    """Postgres text and jsonb cannot hold U+0000; a lone surrogate is not UTF-8."""
+    problem = refused(grant_from_mapping, base(attributes=attributes))
+    assert [e.field for e in problem] == [field]
+    assert "\x00" not in problem[0].field + problem[0].message
+
+
+def test_unknown_field_names_are_shown_escaped() -> None:
+    problem = refused(grant_from_mapping, base(**{"colour\x00": "red"}))
+    assert [e.field for e in problem] == ["colour\\x00"]
+    problem = refused(resource_from_mapping, {"id": "track:1", "\x00": 1})
+    assert [e.field for e in problem] == ["\\x00"]
 
 
 @pytest.mark.parametrize(

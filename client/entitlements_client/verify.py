@@ -5,7 +5,8 @@ Policy (DESIGN.md "Tokens"; RFC 7515/7519/8725/9068):
 - Size is checked before anything is parsed; the token must be ASCII compact
   JWS with exactly three strict base64url segments (no padding, canonical
   trailing bits). Header and payload are strict UTF-8 JSON objects: no BOM,
-  no duplicate keys, no NaN/Infinity, no lone surrogates, nesting depth at
+  no duplicate keys, no NaN/Infinity, no lone surrogates, no U+0000 (no
+  identity holds one, and a database could not store it), nesting depth at
   most 16.
 - The issuer is chosen by the exact ``iss`` string; the token's ``alg`` must
   be allowed for that issuer *and* equal the algorithm the ``kid``'s key is
@@ -212,13 +213,19 @@ def _check_tree(value: object, depth: int, check_strings: bool) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             if check_strings:
-                key.encode("utf-8")
+                _check_string(key)
             _check_tree(item, depth + 1, check_strings)
     elif isinstance(value, list):
         for item in value:
             _check_tree(item, depth + 1, check_strings)
     elif check_strings and isinstance(value, str):
-        value.encode("utf-8")  # lone surrogates from \\ud800 escapes raise here
+        _check_string(value)
+
+
+def _check_string(value: str) -> None:
+    value.encode("utf-8")  # lone surrogates from \\ud800 escapes raise here
+    if "\x00" in value:
+        raise ValueError("U+0000 in a string")
 
 
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
@@ -228,11 +235,14 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
         text = raw.decode("utf-8")
         value = _DECODER.decode(text)
         # Cheap guards first: without enough brackets the tree cannot be too deep, and
-        # without a surrogate escape no string can hold a lone surrogate.
+        # without a surrogate escape (or a \\u0000 escape: JSON has no other way to
+        # write a NUL) no string can hold a lone surrogate (or a NUL).
         deep = raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH
-        surrogates = "\\u" in text and _SURROGATE_ESCAPE_RE.search(text) is not None
-        if deep or surrogates:
-            _check_tree(value, 1, surrogates)
+        suspect = "\\u" in text and (
+            "\\u0000" in text or _SURROGATE_ESCAPE_RE.search(text) is not None
+        )
+        if deep or suspect:
+            _check_tree(value, 1, suspect)
     except (ValueError, RecursionError):  # JSONDecodeError and UnicodeError are ValueErrors
         _fail("malformed", f"{what} is not strict UTF-8 JSON")
     if not isinstance(value, dict):

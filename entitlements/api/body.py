@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from fastapi import Request
 
+from entitlements.domain.values import DECODER_MAX_DEPTH, shown, too_deep, too_deep_problem
 from entitlements.errors import FieldError, InvalidInputError, PayloadTooLargeError
 
 
@@ -33,6 +34,9 @@ async def read_json(request: Request, limit: int) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        deep = too_deep(raw, DECODER_MAX_DEPTH)  # e.g. beyond orjson's own 1,024 levels
+        if deep is not None:
+            raise InvalidInputError(too_deep_problem(deep)) from None
         raise InvalidInputError(FieldError("", f"the body is not valid JSON: {exc.msg}")) from None
 
 
@@ -42,5 +46,5 @@ def json_object(value: Any, allowed: frozenset[str]) -> dict[str, Any]:
         raise InvalidInputError(FieldError("", "the body must be a JSON object"))
     unknown = sorted(k for k in value if k not in allowed)
     if unknown:
-        raise InvalidInputError([FieldError(k[:64], "unknown field") for k in unknown])
+        raise InvalidInputError([FieldError(shown(k), "unknown field") for k in unknown])
     return value

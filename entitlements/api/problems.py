@@ -2,6 +2,8 @@
 
 Nothing else in the package knows about status codes. An unexpected exception
 becomes a bare 500 problem that names no internals; the details go to the log.
+A client that goes away before its request body has arrived is no error of
+ours: one line in the log, no traceback, no 500.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from entitlements.errors import (
@@ -123,7 +126,21 @@ def install(app: FastAPI) -> None:
         ]
         return problem(422, "invalid-request", "The request is not valid", errors=errors)
 
+    async def on_disconnect(request: Request, exc: Exception) -> Response:
+        # Reading the body found the client gone (starlette raises ClientDisconnect from
+        # request.stream()). Whatever the route had begun is rolled back by the error
+        # itself (an import records itself failed); the answer below reaches nobody.
+        log.info(
+            "%s %s: the client disconnected before its request body was complete",
+            request.method,
+            request.url.path,
+        )
+        return problem(400, "client-disconnected", "The request body was interrupted")
+
     app.add_exception_handler(EntitlementsError, on_error)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
+    # Registered for its own class, so starlette's ExceptionMiddleware answers it; the
+    # catch-all below belongs to ServerErrorMiddleware, which logs and re-raises.
+    app.add_exception_handler(ClientDisconnect, on_disconnect)
     app.add_exception_handler(Exception, on_error)

@@ -98,7 +98,7 @@ async def list_grants(
     grants = await request.state.ent.catalog.list_grants(
         resource=parse_resource(resource) if resource is not None else None,
         subject=parse_subject(subject) if subject is not None else None,
-        after=decode_cursor(cursor) if cursor else None,
+        after=decode_cursor(cursor, parse_grant_id) if cursor else None,
         limit=limit,
     )
     next_cursor = encode_cursor(grants[-1].id) if len(grants) == limit else None

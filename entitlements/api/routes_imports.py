@@ -15,16 +15,17 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
-from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from entitlements.api import problems
 from entitlements.api.auth import SCOPE_IMPORT, require_scope
+from entitlements.domain.values import parse_text
 from entitlements.service.import_formats import Format, Kind
 from entitlements.service.imports import ImportOptions, ImportService
 from entitlements_client import VerifiedToken
 
 router = APIRouter(prefix="/v1", tags=["imports"])
+MAX_IMPORT_ID_LENGTH = 64
 Importer = Annotated[VerifiedToken, Depends(require_scope(SCOPE_IMPORT))]
 
 CONTENT_TYPES: dict[str, Format] = {
@@ -134,13 +135,11 @@ async def create_import(
         replace_source=replace_source,
         created_by=token.subject,
     )
-    try:
-        length = request.headers.get("content-length", "")
-        size = int(length) if length.isdigit() else None  # a large NDJSON upload: read in parallel
-        report = await service.run(request.stream(), options, size_hint=size)
-    except ClientDisconnect:
-        # The import rolled back and is recorded as failed; nobody is left to answer.
-        return problems.problem(400, "client-disconnected", "The upload was interrupted")
+    length = request.headers.get("content-length", "")
+    size = int(length) if length.isdigit() else None  # a large NDJSON upload: read in parallel
+    # A client that goes away mid-upload raises ClientDisconnect here: the import rolls
+    # back, records itself failed, and problems.py logs one line.
+    report = await service.run(request.stream(), options, size_hint=size)
     body = report.to_json()
     location = {"Location": f"/v1/imports/{report.id}"}
     if report.ok:
@@ -164,8 +163,9 @@ async def create_import(
 async def get_import(
     request: Request,
     token: Importer,
-    import_id: Annotated[str, Path(max_length=64)],
+    import_id: Annotated[str, Path(max_length=MAX_IMPORT_ID_LENGTH)],
 ) -> Response:
+    import_id = parse_text(import_id, "import_id", MAX_IMPORT_ID_LENGTH)
     return _json(await ImportService(request.state.ent.store.pool).get(import_id))
 
 

@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from entitlements.api.auth import SCOPE_ADMIN, SCOPE_EXCHANGE, caller, require_scope
 from entitlements.api.body import json_object, read_body, read_json
+from entitlements.domain.values import parse_text
 from entitlements.errors import FieldError, InvalidInputError, UnauthenticatedError
 from entitlements_client import InvalidTokenError, VerifiedToken, parse_duration
 
@@ -19,6 +20,7 @@ router = APIRouter(tags=["tokens"])
 GRANT_TYPE_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 (a URN, not a secret)
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105
+MAX_JTI_LENGTH = 256
 
 
 @router.get("/.well-known/jwks.json", summary="The public keys our tokens are signed with (public)")
@@ -136,9 +138,9 @@ async def _exchange_params(request: Request, limit: int) -> dict[str, list[str]]
 async def revoke(request: Request, token: Annotated[VerifiedToken, Depends(caller)]) -> Response:
     ent = request.state.ent
     body = json_object(await read_json(request, ent.settings.max_body_bytes), frozenset({"jti"}))
-    jti = body.get("jti")
-    if not isinstance(jti, str) or not 0 < len(jti) <= 256:
+    if body.get("jti") is None:
         raise InvalidInputError(FieldError("jti", "is required: the token's jti"))
+    jti = parse_text(body["jti"], "jti", MAX_JTI_LENGTH)
     revision = await ent.tokens.revoke(jti, token, admin=token.has_scope(SCOPE_ADMIN))
     return Response(
         orjson.dumps({"revoked": jti, "revision": revision}), media_type="application/json"

@@ -31,6 +31,7 @@ from rich.progress import (
 )
 from rich.progress import Progress as Bar
 
+from entitlements.domain.values import text_problem
 from entitlements.service.import_formats import Format, Kind
 
 if TYPE_CHECKING:  # the service, asyncpg and the store load only when an import runs
@@ -120,7 +121,11 @@ def import_command(
     else:
         typer.echo(summary(report))
     if not report.ok:
-        raise fail(f"the import failed ({report.error_count} problem(s)); nothing was imported", 2)
+        raise fail(
+            f"the import failed ({report.error_count} problem(s); the first: {first_error(report)});"
+            " nothing was imported",
+            2,
+        )
 
 
 async def _import(
@@ -180,11 +185,22 @@ def summary(report: ImportReport) -> str:
     return "\n".join(lines)
 
 
+def first_error(report: ImportReport) -> str:
+    """The report's first problem in one line: where, which field, what."""
+    if not report.errors:
+        return "unknown"
+    e = report.errors[0]
+    where = f"line {e['line']}" if e["line"] is not None else "the file"
+    return f"{where}{' ' + e['field'] if e['field'] else ''}: {e['message']}"
+
+
 def _who() -> str:
     try:
-        return f"cli:{getpass.getuser()}"
+        who = f"cli:{getpass.getuser()}"
     except (KeyError, OSError):  # no passwd entry (containers)
         return "cli"
+    # From $LOGNAME and friends: not UTF-8 there, Python hands it over with lone surrogates.
+    return "cli" if text_problem(who) else who
 
 
 class ProgressDisplay:

@@ -17,6 +17,13 @@ from typing import Any, Final, Literal
 import orjson
 
 from entitlements.domain.territories import ISO_3166_ALPHA2, WORLDWIDE
+from entitlements.domain.values import (
+    MAX_ATTRIBUTES_DEPTH,
+    brief,
+    json_problem,
+    shown,
+    surely_plain,
+)
 from entitlements.errors import FieldError, InvalidInputError
 
 Effect = Literal["allow", "deny"]
@@ -234,9 +241,8 @@ def parse_action(value: object, field_name: str = "action") -> str:
 
 def parse_territory(value: object, field_name: str = "territory") -> str:
     if not isinstance(value, str) or value not in ISO_3166_ALPHA2:
-        shown = repr(value)[:20]
         raise InvalidInputError(
-            FieldError(field_name, f"{shown} is not an ISO 3166-1 alpha-2 code such as 'GB'")
+            FieldError(field_name, f"{brief(value)} is not an ISO 3166-1 alpha-2 code such as 'GB'")
         )
     return value
 
@@ -495,9 +501,12 @@ def _fast_row(data: object, grant_id: str | None) -> GrantRow | None:
         if type(attributes) is not dict:
             return None
         try:
-            if len(orjson.dumps(attributes)) > MAX_ATTRIBUTES_BYTES:
-                return None
+            text = orjson.dumps(attributes)
         except (TypeError, orjson.JSONEncodeError):
+            return None
+        if len(text) > MAX_ATTRIBUTES_BYTES:
+            return None
+        if not surely_plain(attributes) and _attributes_problem(attributes) is not None:
             return None
     raw_from, raw_until = get("valid_from"), get("valid_until")
     if raw_from is None and raw_until is None:
@@ -573,7 +582,7 @@ def _grant_from_mapping(data: object, *, grant_id: str | None = None) -> Grant:
         raise InvalidInputError(FieldError("", "a grant must be a JSON object"))
     errors: list[FieldError] = []
     unknown = sorted(str(k) for k in data if k not in GRANT_FIELDS)
-    errors.extend(FieldError(name[:64], "unknown field") for name in unknown)
+    errors.extend(FieldError(shown(name), "unknown field") for name in unknown)
 
     def take(name: str, parse: Any, *args: Any, required: bool = True) -> Any:
         if name not in data or (data[name] is None and not required):
@@ -659,6 +668,11 @@ def _parse_effect(value: object) -> Effect:
 def _parse_attributes(value: object) -> Mapping[str, Any]:
     if not isinstance(value, dict):
         raise InvalidInputError(FieldError("attributes", "must be a JSON object"))
+    # The walk first: it explains what orjson would only refuse (a lone surrogate,
+    # nesting beyond its own limit), and it never recurses.
+    problem = _attributes_problem(value)
+    if problem is not None:
+        raise InvalidInputError(problem)
     try:
         size = len(orjson.dumps(value))
     except (TypeError, orjson.JSONEncodeError):
@@ -668,6 +682,10 @@ def _parse_attributes(value: object) -> Mapping[str, Any]:
             FieldError("attributes", f"must be at most {MAX_ATTRIBUTES_BYTES} bytes of JSON")
         )
     return value
+
+
+def _attributes_problem(value: object) -> FieldError | None:
+    return json_problem(value, "attributes", MAX_ATTRIBUTES_DEPTH)
 
 
 def _parse_source(value: object) -> str:
@@ -682,7 +700,7 @@ def resource_from_mapping(data: object, *, resource_id: str | None = None) -> Re
         raise InvalidInputError(FieldError("", "a resource must be a JSON object"))
     errors: list[FieldError] = []
     for name in sorted(str(k) for k in data if k not in {"id", "parents", "kind"}):
-        errors.append(FieldError(name[:64], "unknown field"))
+        errors.append(FieldError(shown(name), "unknown field"))
     rid = resource_id
     if "id" in data:
         try:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from entitlements.domain.model import MAX_DEPTH, CheckData, Decision, Grant
+from entitlements.domain.model import MAX_DEPTH, CheckData, Decision, Grant, parse_resource
 from entitlements.domain.policy import Query, decide, subjects_for
 from entitlements.errors import FieldError, InvalidInputError
 
@@ -121,11 +121,14 @@ def encode_cursor(resource: str) -> str:
     return base64.urlsafe_b64encode(resource.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> str:
+def decode_cursor(cursor: str, parse: Callable[[object, str], str] = parse_resource) -> str:
+    """The key a cursor carries, checked by ``parse`` (a cursor of ``/v1/entitlements``
+    carries a resource, one of ``/v1/grants`` a grant id): a forged cursor is refused
+    like any other bad input, never handed to the store as it decodes."""
     try:
         raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
-        return raw.decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return parse(raw.decode("utf-8"), "cursor")
+    except (binascii.Error, UnicodeDecodeError, ValueError, InvalidInputError):
         raise InvalidInputError(
             FieldError("cursor", "is not a cursor this service issued")
         ) from None

@@ -29,7 +29,9 @@ Decisions about hostile input (each refusal names the line):
   CSV injection) rejects that row. No valid value starts with those
   characters, so refusing them loses nothing.
 - JSON (NDJSON lines and CSV ``attributes`` cells): duplicate keys and
-  ``NaN``/``Infinity`` are refused, not silently resolved.
+  ``NaN``/``Infinity`` are refused, not silently resolved. A record nested
+  deeper than any valid one (``attributes`` nest at most 32 levels) is refused
+  naming its field, without handing it to a recursive parser.
 - An empty file, or a CSV file with a header and no rows, is refused.
 
 Fatal problems raise ``InvalidInputError`` whose ``FieldError`` carries the
@@ -48,11 +50,18 @@ import orjson
 
 from entitlements.domain.model import (
     GRANT_FIELDS,
-    MAX_ID_LENGTH,
     GrantRow,
     Resource,
     grant_row_from_mapping,
+    parse_grant_id,
     resource_from_mapping,
+)
+from entitlements.domain.values import (
+    DECODER_MAX_DEPTH,
+    brief,
+    shown,
+    too_deep,
+    too_deep_problem,
 )
 from entitlements.errors import FieldError, InvalidInputError
 
@@ -159,11 +168,18 @@ def _surely_unique(raw: bytes, value: Any, nested: str | None = None) -> bool:
 
 
 def _find_duplicate(raw: bytes | str) -> FieldError | None:
-    """The exact check: the first duplicate key anywhere in ``raw``, if any."""
+    """The exact check: the first duplicate key anywhere in ``raw``, if any.
+
+    Not for text nested deeper than any valid record (``DECODER_MAX_DEPTH``): the
+    validator refuses it for its depth whatever its keys, and the stdlib decoder
+    would recurse once per level.
+    """
+    if too_deep(raw, DECODER_MAX_DEPTH) is not None:
+        return None
     try:
         _STRICT_JSON.decode(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
     except _DuplicateKeyError as dup:
-        return FieldError(dup.key[:64], "duplicate key: JSON keys must be unique")
+        return FieldError(shown(dup.key), "duplicate key: JSON keys must be unique")
     except ValueError:
         return None  # orjson accepted it; any other objection is not ours to add
     return None
@@ -171,6 +187,9 @@ def _find_duplicate(raw: bytes | str) -> FieldError | None:
 
 def _json_problem(raw: bytes | str, exc: ValueError) -> FieldError:
     """Why a JSON text was refused, in words a rights team can act on."""
+    deep = too_deep(raw, DECODER_MAX_DEPTH)
+    if deep is not None:  # e.g. beyond orjson's own limit (1,024 levels)
+        return too_deep_problem(deep)
     if isinstance(raw, bytes):
         try:
             text = raw.decode("utf-8")
@@ -181,7 +200,7 @@ def _json_problem(raw: bytes | str, exc: ValueError) -> FieldError:
     try:
         _STRICT_JSON.decode(text)
     except _DuplicateKeyError as dup:
-        return FieldError(dup.key[:64], "duplicate key: JSON keys must be unique")
+        return FieldError(shown(dup.key), "duplicate key: JSON keys must be unique")
     except json.JSONDecodeError as err:
         return FieldError("", f"not valid JSON: {err.msg} (column {err.colno})")
     except ValueError as err:
@@ -377,7 +396,7 @@ class _Records:
                         (
                             FieldError(
                                 "source",
-                                f"is {str(own)[:100]!r}, but this import replaces source {source!r}",
+                                f"is {brief(own, 100)}, but this import replaces source {source!r}",
                             ),
                         ),
                         _grant_id(data),
@@ -404,8 +423,13 @@ class _Records:
 
 
 def _grant_id(data: dict[str, Any]) -> str | None:
-    value = data.get("id")
-    return value if type(value) is str and 0 < len(value) <= MAX_ID_LENGTH else None
+    """A rejected record's grant id, if it is a valid one. (With ``--skip-invalid`` the
+    import stages it to notice a later duplicate and keep it from a replace-source
+    delete; an invalid id can be neither, and Postgres might not even hold it.)"""
+    try:
+        return parse_grant_id(data.get("id"))
+    except InvalidInputError:
+        return None
 
 
 class NdjsonReader(_Records):
@@ -582,7 +606,7 @@ class CsvReader(_Records):
         seen: set[str] = set()
         for name in names:
             if name in seen:
-                raise fatal(line, f"the header names the column {name!r} twice", name[:64])
+                raise fatal(line, f"the header names the column {name!r} twice", shown(name))
             seen.add(name)
             if name not in known:
                 hint = " (for resources use --kind resource)" if name == "parents" else ""
@@ -590,7 +614,7 @@ class CsvReader(_Records):
                     line,
                     f"the header has an unknown column {name[:64]!r}{hint}; known columns:"
                     f" {', '.join(sorted(known))}",
-                    name[:64],
+                    shown(name),
                 )
         missing = [name for name in required if name not in seen]
         if missing:

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from entitlements.domain.model import parse_resource
+from entitlements.domain.values import parse_text
 from entitlements.errors import FieldError, InvalidInputError, NotFoundError, PermissionDeniedError
 from entitlements.keys.signing import SigningKey, SigningKeyStore, jwks, mint
 from entitlements.store.postgres import bump_revision, translate_errors
@@ -25,6 +26,7 @@ from entitlements_client import KeySet, VerifiedToken
 
 EXCHANGE_TYP = "exchange+jwt"
 MAX_EXCHANGE_RESOURCES = 100
+MAX_AUDIENCE_LENGTH = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,11 +149,11 @@ class TokenService:
         lifetime: float,
     ) -> IssuedToken:
         """Trade a user's token for a narrow, long-lived one for ``actor``'s work."""
-        errors = []
-        if not audience or len(audience) > 512:
-            errors.append(
-                FieldError("audience", "is required (one audience, at most 512 characters)")
-            )
+        errors: list[FieldError] = []
+        try:
+            parse_text(audience, "audience", MAX_AUDIENCE_LENGTH)
+        except InvalidInputError as exc:
+            errors.extend(exc.errors)
         wanted = set(scopes)
         if not wanted:
             errors.append(FieldError("scope", "list at least one scope"))
