@@ -8,7 +8,6 @@ from support import Api
 
 from entitlements.cli.demo import load_catalogue
 
-
 # The instant the catalogue is loaded at, and every check is asked at: the demo's
 # windows are relative to its start ("a deal that starts next month"), so the
 # checks must not read the calendar.
