@@ -28,6 +28,7 @@ import contextlib
 import ctypes
 import os
 import pwd
+import shutil
 import signal
 import socket
 import subprocess
@@ -80,19 +81,48 @@ def _traversable_by_others(path: Path) -> bool:
     return all(os.stat(p).st_mode & 0o001 for p in [path, *path.parents])
 
 
+_OWNER_FILE = ".owner-pid"
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep_abandoned(root: Path, prefix: str) -> None:
+    """Remove earlier runs' directories whose pytest process is gone (it was SIGKILLed,
+    so its teardown never ran; its servers died with it). A directory without an
+    owner file, or whose owner lives, is left alone."""
+    for directory in root.glob(f"{prefix}*"):
+        try:
+            owner = int((directory / _OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if not _pid_exists(owner):
+            shutil.rmtree(directory, ignore_errors=True)
+
+
 def servers_tempdir(prefix: str) -> Path:
     """A fresh directory for one fixture's servers, enterable by the server user.
 
     pytest's own temporary root is private (0700, owned by us), so an
     unprivileged server user could not reach a data directory under it. This
     is a sibling under the system temp directory (``/tmp`` when ``TMPDIR`` is
-    private), mode 0755; remove it with ``shutil.rmtree`` at teardown.
+    private), mode 0755, recording our PID; remove it with ``shutil.rmtree`` at
+    teardown. Directories of earlier runs that were killed are removed here.
     """
     root = Path(tempfile.gettempdir())
     if server_user() is not None and not _traversable_by_others(root):
         root = Path("/tmp")
+    _sweep_abandoned(root, prefix)
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
     path.chmod(0o755)
+    (path / _OWNER_FILE).write_text(str(os.getpid()))
     return path
 
 

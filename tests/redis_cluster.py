@@ -61,6 +61,7 @@ class ClusterNodeView:
     port: int
     flags: frozenset[str]
     master_id: str | None
+    link_state: str
     slots: tuple[tuple[int, int], ...]
 
     @property
@@ -89,6 +90,7 @@ class ClusterNodeView:
             port=int(address.rpartition(":")[2]),
             flags=frozenset(fields[2].split(",")),
             master_id=None if fields[3] == "-" else fields[3],
+            link_state=fields[7],
             slots=tuple(slots),
         )
 
@@ -185,9 +187,12 @@ class RedisClusterServers:
     ``startup_seconds`` records the start-up steps.
     """
 
-    def __init__(self, base: Path, nodes: list[RedisNode], cli: Path, run_as: RunAs | None):
+    def __init__(
+        self, base: Path, nodes: list[RedisNode], masters: int, cli: Path, run_as: RunAs | None
+    ) -> None:
         self.base = base
         self.nodes = nodes
+        self.master_count = masters
         self.cli = cli
         self.run_as = run_as
         self.startup_seconds: dict[str, float] = {}
@@ -215,7 +220,7 @@ class RedisClusterServers:
         base = servers_tempdir("entitlements-redis-cluster-")
         count = masters * (1 + replicas_per_master)
         nodes = [RedisNode(i, server, base, run_as) for i in range(count)]
-        cluster = cls(base, nodes, cli, run_as)
+        cluster = cls(base, nodes, masters, cli, run_as)
         try:
             await cluster._create(replicas_per_master)
         except BaseException:
@@ -243,10 +248,7 @@ class RedisClusterServers:
             timeout=60,
         )  # fmt: skip
         self.startup_seconds["cluster create"] = time.monotonic() - t
-        t = time.monotonic()
-        await self.wait_ok()
-        await self.wait_replicas_synced()
-        self.startup_seconds["cluster ok"] = time.monotonic() - t
+        self.startup_seconds["cluster ok"] = await self.wait_healthy()
 
     async def close(self) -> None:
         """Stop every node by PID and remove their directories."""
@@ -314,6 +316,34 @@ class RedisClusterServers:
         """Wait until every running node reports ``cluster_state:ok`` and knows every node."""
         return await wait_for(
             self._all_ok, "cluster_state:ok on every node", timeout=timeout, interval=0.05
+        )
+
+    async def _whole(self) -> bool:
+        """Every node runs, and every node sees every other connected, none failed."""
+        if len(self.running_nodes()) != len(self.nodes):
+            return False
+        for node in self.nodes:
+            try:
+                views = await node.view()
+            except (OSError, RedisError):
+                return False
+            if any(v.failed or v.link_state != "connected" for v in views):
+                return False
+            if sum(1 for v in views if v.is_master and v.slots) != self.master_count:
+                return False
+            if sum(1 for v in views if not v.is_master) != len(self.nodes) - self.master_count:
+                return False
+        return True
+
+    async def _healthy(self) -> bool:
+        return await self._whole() and await self._all_ok() and await self._replicas_synced()
+
+    async def wait_healthy(self, timeout: float = STATE_TIMEOUT) -> float:
+        """Wait until the cluster is whole again: every node up and seen by all, none
+        failed, the right number of masters and replicas, ``ok`` everywhere, and every
+        replica online with all of its master's writes."""
+        return await wait_for(
+            self._healthy, "the whole cluster to be healthy", timeout=timeout, interval=0.05
         )
 
     async def _replicas_synced(self) -> bool:
@@ -392,17 +422,22 @@ class RedisClusterServers:
         return promoted[0]
 
     async def restart(self, node: RedisNode, timeout: float = STATE_TIMEOUT) -> float:
-        """Start a stopped node again (same port and nodes.conf): it rejoins the cluster."""
+        """Start a stopped node again (same port and nodes.conf): it rejoins the cluster,
+        as a replica if its slots were taken over meanwhile. Waits until the cluster is
+        ``ok`` (and whole, when this was the last node down)."""
         started = time.monotonic()
         node.process.start()
         await wait_for(node.answers, f"{node}", timeout=10, alive=[node.process])
-        await self.wait_ok(timeout)
+        if len(self.running_nodes()) == len(self.nodes):
+            await self.wait_healthy(timeout)
+        else:
+            await self.wait_ok(timeout)
         return time.monotonic() - started
 
     async def reset(self) -> None:
-        """Back to normal for the next test: every node running, ``ok``, replicas in sync."""
+        """Back to normal for the next test: every node running, the cluster whole and
+        ``ok``, replicas in sync (which nodes are masters may have changed)."""
         for node in self.nodes:
             if not node.running:
-                await self.restart(node)
-        await self.wait_ok()
-        await self.wait_replicas_synced()
+                node.process.start()
+        await self.wait_healthy()
