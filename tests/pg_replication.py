@@ -167,7 +167,7 @@ class PostgresReplication:
 
     ``primary_dsn`` / ``replica_dsn`` name ``database``; ``primary.dsn("postgres")``
     and ``replica.dsn(...)`` any other. ``startup_seconds`` records what each
-    start-up step took.
+    start-up step took; ``server_version`` is the primary's (``SHOW server_version``).
     """
 
     def __init__(
@@ -178,6 +178,7 @@ class PostgresReplication:
         self.replica = replica
         self.database = database
         self.startup_seconds: dict[str, float] = {}
+        self.server_version = ""
 
     @property
     def primary_dsn(self) -> str:
@@ -195,8 +196,8 @@ class PostgresReplication:
 
         Skips (fails under ``CI=true``) when the Postgres server binaries are missing.
         """
-        bindir = postgres_bindir()
         run_as = server_user()
+        bindir = postgres_bindir(for_other_user=run_as is not None)
         base = servers_tempdir("entitlements-pg-replication-")
         primary_dir = make_owned_dir(base / "primary" / "data", run_as)
         replica_dir = make_owned_dir(base / "replica" / "data", run_as)
@@ -230,6 +231,7 @@ class PostgresReplication:
         hba = self.primary.data_dir / "pg_hba.conf"
         hba.write_text(hba.read_text() + "\nhost replication all 127.0.0.1/32 trust\n")
         timings["primary start"] = await self.primary.start_on_free_port()
+        self.server_version = str(await self.primary.fetchval("SHOW server_version"))
         t = time.monotonic()
         await self.primary.fetchval(f'CREATE DATABASE "{self.database}"')
         timings["create database"] = time.monotonic() - t

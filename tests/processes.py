@@ -40,6 +40,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from binaries import usable_by_others
+
 __all__ = [
     "RunAs",
     "ServerProcess",
@@ -75,10 +77,6 @@ def server_user() -> RunAs | None:
             continue
         return RunAs(name, entry.pw_uid, entry.pw_gid)
     raise RuntimeError("running as root, and no 'postgres' or 'nobody' user to run servers as")
-
-
-def _traversable_by_others(path: Path) -> bool:
-    return all(os.stat(p).st_mode & 0o001 for p in [path, *path.parents])
 
 
 _OWNER_FILE = ".owner-pid"
@@ -117,7 +115,7 @@ def servers_tempdir(prefix: str) -> Path:
     teardown. Directories of earlier runs that were killed are removed here.
     """
     root = Path(tempfile.gettempdir())
-    if server_user() is not None and not _traversable_by_others(root):
+    if server_user() is not None and not usable_by_others(root):
         root = Path("/tmp")
     _sweep_abandoned(root, prefix)
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=root))

@@ -63,7 +63,10 @@ def _record(name: str, steps: dict[str, float]) -> None:
 async def pg_replication_servers() -> AsyncIterator[PostgresReplication]:
     """The primary and replica processes, started once per session."""
     pair = await PostgresReplication.start()
-    _record("postgres primary + replica", pair.startup_seconds)
+    _record(
+        f"postgres {pair.server_version} primary + replica ({pair.primary.bindir})",
+        pair.startup_seconds,
+    )
     try:
         yield pair
     finally:
