@@ -8,12 +8,16 @@ refuses to run as root, so as root it runs as the servers' unprivileged user.
 Every database name is passed through (``* = host=… port=…``): a client asking
 PgBouncer for database ``X`` gets a server connection to ``X`` upstream. Client
 auth is ``trust``; PgBouncer logs in upstream as the connecting user, with the
-password from the upstream DSN when it has one.
+password from the upstream DSN when it has one. An upstream on a Unix socket
+(``?host=/dir``, the embedded Postgres) works too: PgBouncer then runs as the
+owner of that directory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
 import re
 import shutil
 import signal
@@ -25,6 +29,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from binaries import require_binary
 from processes import (
+    RunAs,
     ServerProcess,
     free_port,
     make_owned_dir,
@@ -62,6 +67,23 @@ def pgbouncer_version(binary: Path) -> tuple[int, ...]:
     return tuple(int(g or 0) for g in match.groups())
 
 
+def _run_as_for(upstream: Upstream) -> RunAs | None:
+    """Who PgBouncer runs as: the servers' user; but for an upstream on a Unix socket in
+    a private directory (the embedded Postgres's), that directory's owner, the one user
+    who can reach the socket."""
+    default = server_user()
+    if default is None or not upstream.host.startswith("/"):
+        return default
+    try:
+        owner = os.stat(upstream.host).st_uid
+    except OSError:
+        return default
+    if owner == 0:
+        return default
+    entry = pwd.getpwuid(owner)
+    return RunAs(entry.pw_name, entry.pw_uid, entry.pw_gid)
+
+
 def _quote(value: str) -> str:
     return '"' + value.replace('"', '""') + '"'
 
@@ -79,7 +101,7 @@ class PgBouncer:
         self.binary = require_binary("pgbouncer", "pgbouncer", search=SEARCH)
         self.version = pgbouncer_version(self.binary)
         self.upstream = Upstream(upstream_dsn)
-        self.run_as = server_user()
+        self.run_as = _run_as_for(self.upstream)
         self.base = servers_tempdir("entitlements-pgbouncer-")
         make_owned_dir(self.base, self.run_as, 0o755)
         self.port = free_port()
@@ -99,6 +121,8 @@ class PgBouncer:
             "max_client_conn": "2000",
             "default_pool_size": "20",
             "ignore_startup_parameters": "extra_float_digits",
+            # A client waiting for an unreachable upstream fails in 30 s, not 120.
+            "query_wait_timeout": "30",
             "admin_users": up.user,
             "stats_users": up.user,
             **self.settings,

@@ -10,6 +10,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -129,7 +130,8 @@ async def test_pgbouncer_answers_in_transaction_mode(pgbouncer: PgBouncer, pg_ds
     try:
         assert await conn.fetchval("SELECT 1") == 1
         assert await conn.fetchval("SELECT $1::int + 1", 41) == 42
-        assert await conn.fetchval("SELECT current_database()") == pg_dsn.rsplit("/", 1)[1]
+        database = urlsplit(pg_dsn).path.lstrip("/")
+        assert await conn.fetchval("SELECT current_database()") == database
         async with conn.transaction():
             assert await conn.fetchval("SELECT $1::text", "in a transaction") == "in a transaction"
     finally:
