@@ -153,6 +153,16 @@ class PostgresServer:
         """Stop the postmaster by PID (``fast``: sessions end; ``immediate``: like a crash)."""
         await asyncio.to_thread(self.process.stop, _STOP_SIGNALS[mode], timeout)
 
+    async def client_connections(self, database: str | None = None) -> int:
+        """Client backends connected now (all databases, or one), not counting this probe."""
+        count = await self.fetchval(
+            """SELECT count(*) FROM pg_stat_activity
+               WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+                 AND ($1::text IS NULL OR datname = $1)""",
+            database,
+        )
+        return int(str(count))
+
     async def fetchval(self, query: str, *args: object, database: str = "postgres") -> object:
         """One value from a short-lived connection (for the helpers and for tests)."""
         conn = await _connect(self.dsn(database))

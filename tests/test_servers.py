@@ -83,6 +83,7 @@ async def test_replica_follows_a_write_on_the_primary(
 
     conn = await asyncpg.connect(pg_replication.replica_dsn)
     try:
+        assert await pg_replication.replica.client_connections(pg_replication.database) == 1
         assert await conn.fetchval("SELECT pg_is_in_recovery()") is True
         with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
             await conn.execute(f"INSERT INTO {table} VALUES (3)")
