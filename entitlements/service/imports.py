@@ -94,19 +94,13 @@ from entitlements.service.import_formats import (
 )
 from entitlements.service.import_workers import SEGMENT_BYTES, ReadWorkers, Segment
 from entitlements.service.pg_copy import GrantRows, Prepared, change_key, copy_text
+from entitlements.store.locks import IMPORT_LIVE_CLASS, AdvisoryLock
 from entitlements.store.postgres import (
     MAX_CHANGE_KEYS,
     bump_revision,
     depth_refusal,
     translate_errors,
 )
-
-IMPORT_LOCK: Final = 7418820003
-"""pg_advisory_xact_lock key held by every import transaction (imports run one at a time)."""
-GRAPH_LOCK: Final = 7418820002
-"""The lock ``PostgresStore.put_resource`` takes: resource-graph writes are serialized."""
-LIVE_LOCK: Final = 7418821
-"""Session-lock class marking an import as alive: (class, key of the import id)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,7 +394,7 @@ UPDATE imports SET status = 'failed', finished_at = now(),
             'the import process stopped before finishing (killed, crashed or disconnected);'
             || ' nothing from it was imported')))
 WHERE status = 'running' AND ($1::text IS NULL OR id = $1)
-  AND pg_try_advisory_xact_lock({LIVE_LOCK}, ('x' || substr(md5(id), 1, 8))::bit(32)::int)
+  AND pg_try_advisory_xact_lock({IMPORT_LIVE_CLASS}, ('x' || substr(md5(id), 1, 8))::bit(32)::int)
 """
 
 
@@ -655,7 +649,9 @@ class ImportService:
             conn = await (asyncpg.connect(self.dsn) if own else self.pool.acquire())
             try:
                 db = _Db(conn, self.limits.statement_timeout)
-                await db.execute("SELECT pg_advisory_lock($1, $2)", LIVE_LOCK, live_key(report.id))
+                await db.execute(
+                    "SELECT pg_advisory_lock($1, $2)", IMPORT_LIVE_CLASS, live_key(report.id)
+                )
                 await self.pool.execute(_REAP_SQL, None)
                 await self.pool.execute(
                     """INSERT INTO imports (id, status, format, source, created_by, created_at,
@@ -711,7 +707,9 @@ class ImportService:
         """Wait for any other import, create the staging tables, predict the revision."""
         wait = self.limits.lock_timeout
         try:
-            await db.conn.execute("SELECT pg_advisory_xact_lock($1)", IMPORT_LOCK, timeout=wait)
+            await db.conn.execute(
+                "SELECT pg_advisory_xact_lock($1)", AdvisoryLock.IMPORT, timeout=wait
+            )
         except TimeoutError:
             busy = f"another import has held the import lock for over {wait:.0f} s; try later"
             raise StoreUnavailableError(busy, retry_after=60) from None
@@ -1009,7 +1007,7 @@ class ImportService:
     async def _write_resources(self, db: _Db, rows: list[tuple[Any, ...]], run: _Run) -> None:
         if not run.graph_locked:
             # Taken once, before the first graph write, in put_resource's order.
-            await db.execute("SELECT pg_advisory_xact_lock($1)", GRAPH_LOCK)
+            await db.execute("SELECT pg_advisory_xact_lock($1)", AdvisoryLock.GRAPH)
             run.graph_locked = True
         if not await self._stage(db, "imp_r", rows, ("id", "parents", "line", "ok"), run):
             return
