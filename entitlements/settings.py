@@ -116,6 +116,20 @@ class Settings(BaseSettings):
     pool_min_size: int = Field(default=2, ge=1)
     pool_max_size: int = Field(default=10, ge=1)
     db_timeout: float = Field(default=5.0, gt=0)
+    upload_stall_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="the longest a request body may stop arriving before the request is"
+        " refused with 408 (an import is then rolled back)",
+    )
+    import_lock_wait: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="how long an import waits for another one to finish before it is"
+        " refused with 409 and Retry-After",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
@@ -127,6 +141,8 @@ class Settings(BaseSettings):
         "staleness",
         "db_timeout",
         "redis_timeout",
+        "upload_stall_timeout",
+        "import_lock_wait",
         mode="before",
     )
     @classmethod

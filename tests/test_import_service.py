@@ -20,7 +20,7 @@ from test_import_helpers import (
 )
 
 from entitlements.domain.model import grant_from_mapping, resource_from_mapping
-from entitlements.errors import InvalidInputError, NotFoundError, StoreUnavailableError
+from entitlements.errors import BusyError, InvalidInputError, NotFoundError, StoreUnavailableError
 from entitlements.service import imports
 from entitlements.service.import_formats import read_file
 from entitlements.service.imports import (
@@ -648,7 +648,7 @@ async def test_a_utf8_bom_is_stripped_with_a_note(clean: PostgresStore) -> None:
     assert report.notes == ["a UTF-8 byte-order mark at the start of the file was ignored"]
 
 
-async def test_waiting_too_long_for_another_import_fails_as_unavailable(
+async def test_waiting_too_long_for_another_import_fails_as_busy(
     clean: PostgresStore,
 ) -> None:
     async with clean.pool.acquire() as other, other.transaction():
@@ -656,9 +656,10 @@ async def test_waiting_too_long_for_another_import_fails_as_unavailable(
             "SELECT pg_advisory_xact_lock($1)", AdvisoryLock.IMPORT
         )  # an import is running
         service = ImportService(clean.pool, ImportLimits(lock_timeout=0.3))
-        with pytest.raises(StoreUnavailableError) as caught:
+        with pytest.raises(BusyError) as caught:
             await service.run(chunked(ndjson_lines([grant_record(1)])), NDJSON)
-    assert "another import" in str(caught.value)
+    assert "another import is running" in str(caught.value)
+    assert caught.value.retry_after == 1
     row = await clean.pool.fetchrow("SELECT status, report FROM imports")
     assert row["status"] == "failed" and "another import" in row["report"]["errors"][0]["message"]
     assert (await run(clean, ndjson_lines([grant_record(1)]))).status == "committed"

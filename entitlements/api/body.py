@@ -1,14 +1,63 @@
-"""Reading request bodies: a size limit enforced while streaming, and strict JSON."""
+"""Reading request bodies: a size limit enforced while streaming, a bound on how long
+a body may stall, and strict JSON."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 from fastapi import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from entitlements.domain.values import DECODER_MAX_DEPTH, shown, too_deep, too_deep_problem
-from entitlements.errors import FieldError, InvalidInputError, PayloadTooLargeError
+from entitlements.errors import (
+    FieldError,
+    InvalidInputError,
+    PayloadTooLargeError,
+    UploadStalledError,
+)
+
+
+class BodyStallMiddleware:
+    """Refuse a request whose body stops arriving (slowloris on the body, or an upload
+    that hangs while it holds the import lock).
+
+    Each wait for the next piece of the body is bounded by ``seconds``
+    (``ENTITLEMENTS_UPLOAD_STALL_TIMEOUT``); past it, the route's read raises
+    ``UploadStalledError`` (408, and the connection is closed). Only waiting for the
+    client counts: time the route spends between reads (an import waiting for its
+    turn, Postgres busy with a batch) does not. Once the body is complete, ``receive``
+    (which then waits for the client to go away) is passed through unbounded.
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        seconds = self.seconds
+        complete = False
+
+        async def bounded() -> Message:
+            nonlocal complete
+            if complete:
+                return await receive()
+            try:
+                async with asyncio.timeout(seconds):
+                    message = await receive()
+            except TimeoutError:
+                raise UploadStalledError(
+                    f"no part of the request body arrived for {seconds:g} s"
+                    " (ENTITLEMENTS_UPLOAD_STALL_TIMEOUT); nothing was done"
+                ) from None
+            complete = not message.get("more_body", False)
+            return message
+
+        await self.app(scope, bounded, send)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

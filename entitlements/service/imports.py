@@ -19,7 +19,8 @@ while Python validates the next batch; the reader's thread keeps an API worker
 answering during an upload.
 
 - **Serialized**: every import holds one advisory lock for its transaction, so
-  imports never interleave and files sharing grant ids cannot deadlock.
+  imports never interleave and files sharing grant ids cannot deadlock. An import
+  waits for it at most ``lock_timeout``, then fails as busy (nothing imported).
 - **Counts come from SQL**: a staged row equal (``IS NOT DISTINCT FROM``, in
   ``grant_row``'s normal form) to the stored one is ``unchanged`` and never
   written: a re-import writes nothing and the revision does not advance.
@@ -57,6 +58,7 @@ import asyncio
 import collections
 import contextlib
 import hashlib
+import math
 import os
 import time
 import uuid
@@ -76,6 +78,7 @@ from entitlements.domain.model import (
     grant_from_mapping,
 )
 from entitlements.errors import (
+    BusyError,
     EntitlementsError,
     FieldError,
     InvalidInputError,
@@ -122,7 +125,9 @@ class ImportLimits:
     max_errors: int = 1000
     batch_rows: int = 20_000
     max_line: int = MAX_LINE_BYTES
-    lock_timeout: float = 600.0
+    lock_timeout: float = 30.0
+    """Seconds to wait for another import to finish (``ENTITLEMENTS_IMPORT_LOCK_WAIT``);
+    then ``BusyError``."""
     statement_timeout: float = 3600.0
     read_processes: int | None = None
     """Worker processes that read a large NDJSON input (None: with 3 or more CPUs, one per
@@ -613,6 +618,7 @@ class ImportService:
         Content-Length); a large NDJSON input is then read by worker processes.
 
         Raises ``InvalidInputError`` for impossible options (before reading),
+        ``BusyError`` when another import still runs after ``limits.lock_timeout``,
         ``StoreUnavailableError`` when Postgres fails (the import is then rolled
         back and recorded as failed where possible).
         """
@@ -711,8 +717,11 @@ class ImportService:
                 "SELECT pg_advisory_xact_lock($1)", AdvisoryLock.IMPORT, timeout=wait
             )
         except TimeoutError:
-            busy = f"another import has held the import lock for over {wait:.0f} s; try later"
-            raise StoreUnavailableError(busy, retry_after=60) from None
+            busy = (
+                f"another import is running: waited {wait:g} s for it to finish"
+                " (ENTITLEMENTS_IMPORT_LOCK_WAIT); nothing was imported, try again later"
+            )
+            raise BusyError(busy, retry_after=max(1, math.ceil(wait))) from None
         await db.execute(_STAGING_SQL)
         run.revision = await db.fetchval("SELECT value + 1 FROM ent_revision")
         run.tail = f"\t{run.revision}\n"
