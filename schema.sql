@@ -147,3 +147,11 @@ CREATE TABLE IF NOT EXISTS exchanged_tokens (
     revoked_at timestamptz
 );
 CREATE INDEX IF NOT EXISTS exchanged_tokens_revoked ON exchanged_tokens (expires_at) WHERE revoked_at IS NOT NULL;
+
+-- The SHA-256 of the schema.sql text last applied. A start with the same text runs
+-- no DDL: CREATE INDEX / ALTER TABLE ... IF NOT EXISTS lock their table first, so
+-- they would wait behind a running import (and every query would queue behind them).
+CREATE TABLE IF NOT EXISTS ent_schema (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    digest    text    NOT NULL
+);

@@ -74,7 +74,8 @@ import asyncpg
 import orjson
 
 from entitlements.service.checks import CheckRequest, CheckService, StoreGrantSource
-from entitlements.store.postgres import PostgresStore, schema_sql
+from entitlements.store.postgres import PostgresStore
+from entitlements.store.schema import schema_sql
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 BENCH_DB = "entitlements_bench"

@@ -6,10 +6,15 @@ One root, branched by cause, so an adapter can map a whole branch at once::
     ├── InputError                  the caller's mistake
     │   ├── InvalidInputError       one or more fields are wrong        → 422
     │   ├── NotFoundError           no such grant, resource or import   → 404
-    │   └── PayloadTooLargeError    a body or a line over its limit     → 413
+    │   ├── PayloadTooLargeError    a body or a line over its limit     → 413
+    │   └── UploadStalledError      the body stopped arriving (no data
+    │                               for the upload stall bound)         → 408
     ├── AccessError                 who is calling, and may they
     │   ├── UnauthenticatedError    no token, or one that fails         → 401
     │   └── PermissionDeniedError   a valid token lacking the right     → 403
+    ├── BusyError                   other work holds what this needs past
+    │                               the wait (another import holds the
+    │                               import lock); nothing changed       → 409 + Retry-After
     └── BackendError                a store we depend on failed
         ├── StoreUnavailableError   Postgres cannot answer              → 503
         └── EmbeddedPostgresError   the embedded server would not start (CLI, exit 1;
@@ -72,6 +77,10 @@ class PayloadTooLargeError(InputError):
     """A request body or an import line is over its configured limit."""
 
 
+class UploadStalledError(InputError):
+    """The request body stopped arriving: no data for longer than the stall bound."""
+
+
 class AccessError(EntitlementsError):
     """Authentication or authorization of the caller failed."""
 
@@ -86,6 +95,15 @@ class UnauthenticatedError(AccessError):
 
 class PermissionDeniedError(AccessError):
     """The token is valid but does not allow this call."""
+
+
+class BusyError(EntitlementsError):
+    """Other work holds what this needs for longer than we wait; ``retry_after`` is a
+    hint, in seconds, for when to try again. Nothing was changed."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class BackendError(EntitlementsError):

@@ -116,6 +116,33 @@ class Settings(BaseSettings):
     pool_min_size: int = Field(default=2, ge=1)
     pool_max_size: int = Field(default=10, ge=1)
     db_timeout: float = Field(default=5.0, gt=0)
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="a connection must deliver a complete request header within this long of"
+        " opening or of its previous response, else it is closed",
+    )
+    keepalive_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="an idle keep-alive connection is closed after this long (whole seconds)",
+    )
+    upload_stall_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="the longest a request body may stop arriving before the request is"
+        " refused with 408 (an import is then rolled back)",
+    )
+    import_lock_wait: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="how long an import waits for another one to finish before it is"
+        " refused with 409 and Retry-After",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
@@ -127,6 +154,10 @@ class Settings(BaseSettings):
         "staleness",
         "db_timeout",
         "redis_timeout",
+        "header_timeout",
+        "keepalive_timeout",
+        "upload_stall_timeout",
+        "import_lock_wait",
         mode="before",
     )
     @classmethod

@@ -20,7 +20,7 @@ from test_import_helpers import (
 )
 
 from entitlements.domain.model import grant_from_mapping, resource_from_mapping
-from entitlements.errors import InvalidInputError, NotFoundError, StoreUnavailableError
+from entitlements.errors import BusyError, InvalidInputError, NotFoundError, StoreUnavailableError
 from entitlements.service import imports
 from entitlements.service.import_formats import read_file
 from entitlements.service.imports import (
@@ -30,6 +30,7 @@ from entitlements.service.imports import (
     ImportService,
     live_key,
 )
+from entitlements.store.locks import IMPORT_LIVE_CLASS, AdvisoryLock
 from entitlements.store.postgres import PostgresStore
 
 NDJSON = ImportOptions(format="ndjson")
@@ -546,7 +547,7 @@ async def test_an_import_whose_process_died_is_marked_failed(clean: PostgresStor
         ' \'csv\', \'x\', \'{"id": "dead", "status": "running"}\')'
     )
     async with clean.pool.acquire() as conn:  # a live import holds its session lock
-        await conn.execute("SELECT pg_advisory_lock(7418821, $1)", live_key("dead"))
+        await conn.execute("SELECT pg_advisory_lock($1, $2)", IMPORT_LIVE_CLASS, live_key("dead"))
         assert (await ImportService(clean.pool).get("dead"))["status"] == "running"
         await conn.execute("SELECT pg_advisory_unlock_all()")
     stored = await ImportService(clean.pool).get("dead")
@@ -647,15 +648,18 @@ async def test_a_utf8_bom_is_stripped_with_a_note(clean: PostgresStore) -> None:
     assert report.notes == ["a UTF-8 byte-order mark at the start of the file was ignored"]
 
 
-async def test_waiting_too_long_for_another_import_fails_as_unavailable(
+async def test_waiting_too_long_for_another_import_fails_as_busy(
     clean: PostgresStore,
 ) -> None:
     async with clean.pool.acquire() as other, other.transaction():
-        await other.execute("SELECT pg_advisory_xact_lock(7418820003)")  # an import is running
+        await other.execute(
+            "SELECT pg_advisory_xact_lock($1)", AdvisoryLock.IMPORT
+        )  # an import is running
         service = ImportService(clean.pool, ImportLimits(lock_timeout=0.3))
-        with pytest.raises(StoreUnavailableError) as caught:
+        with pytest.raises(BusyError) as caught:
             await service.run(chunked(ndjson_lines([grant_record(1)])), NDJSON)
-    assert "another import" in str(caught.value)
+    assert "another import is running" in str(caught.value)
+    assert caught.value.retry_after == 1
     row = await clean.pool.fetchrow("SELECT status, report FROM imports")
     assert row["status"] == "failed" and "another import" in row["report"]["errors"][0]["message"]
     assert (await run(clean, ndjson_lines([grant_record(1)]))).status == "committed"

@@ -29,6 +29,7 @@ from entitlements.api import (
     routes_tokens,
 )
 from entitlements.api.auth import EXCHANGE_TYP, Authenticator
+from entitlements.api.body import BodyStallMiddleware
 from entitlements.api.timing import TimingMiddleware
 from entitlements.cache.local import ChangeIndex, LocalCache
 from entitlements.cache.redis import RedisGrantCache
@@ -257,6 +258,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     problems.install(app)
     app.add_middleware(TimingMiddleware)
+    app.add_middleware(BodyStallMiddleware, seconds=settings.upload_stall_timeout)
     app.include_router(routes_checks.router)
     # The two hottest routes are also mounted as plain Starlette routes, ahead of the
     # FastAPI ones (which stay for the OpenAPI document): same handlers, same auth,

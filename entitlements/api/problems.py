@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from entitlements.errors import (
     AccessError,
+    BusyError,
     EntitlementsError,
     InvalidInputError,
     NotFoundError,
@@ -27,6 +28,7 @@ from entitlements.errors import (
     PermissionDeniedError,
     StoreUnavailableError,
     UnauthenticatedError,
+    UploadStalledError,
 )
 
 log = logging.getLogger("entitlements.api")
@@ -80,10 +82,27 @@ def error_response(exc: Exception) -> Response:
         return problem(404, "not-found", "Not found", str(exc))
     if isinstance(exc, PayloadTooLargeError):
         return problem(413, "payload-too-large", "Request body too large", str(exc))
+    if isinstance(exc, UploadStalledError):
+        # The rest of the body may still arrive: this connection cannot serve another request.
+        return problem(
+            408,
+            "upload-stalled",
+            "The request body stopped arriving",
+            str(exc),
+            headers={"Connection": "close"},
+        )
     if isinstance(exc, UnauthenticatedError):
         return unauthenticated(str(exc), exc.code)
     if isinstance(exc, PermissionDeniedError):
         return problem(403, "forbidden", "Forbidden", str(exc))
+    if isinstance(exc, BusyError):
+        return problem(
+            409,
+            "busy",
+            "Busy: try again later",
+            str(exc),
+            headers={"Retry-After": str(exc.retry_after)},
+        )
     if isinstance(exc, StoreUnavailableError):
         return problem(
             503,

@@ -7,6 +7,12 @@ upload of any size uses flat memory. The POST answers once the import has
 committed or failed, with its report: 200 for a commit or a dry run, 422
 (problem+json, the report under ``import``) when the file was refused, so
 nothing was imported. ``GET`` returns the same report later.
+
+Imports run one at a time. One that waits longer than
+``ENTITLEMENTS_IMPORT_LOCK_WAIT`` for another is refused with 409 and
+``Retry-After``; an upload whose body stops arriving for longer than
+``ENTITLEMENTS_UPLOAD_STALL_TIMEOUT`` is refused with 408 (both roll back; the
+stalled one frees the lock for the next).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from entitlements.api import problems
 from entitlements.api.auth import SCOPE_IMPORT, require_scope
 from entitlements.domain.values import parse_text
 from entitlements.service.import_formats import Format, Kind
-from entitlements.service.imports import ImportOptions, ImportService
+from entitlements.service.imports import ImportLimits, ImportOptions, ImportService
 from entitlements_client import VerifiedToken
 
 router = APIRouter(prefix="/v1", tags=["imports"])
@@ -103,6 +109,8 @@ def format_of(request: Request, explicit: Format | None) -> Format | None:
     },
     responses={
         200: {"content": {"application/json": {"schema": REPORT_SCHEMA}}},
+        408: {"description": "the body stopped arriving; nothing was imported"},
+        409: {"description": "another import is still running (Retry-After); nothing was imported"},
         415: {"description": "neither ?format= nor a known Content-Type"},
         422: {"description": "the file or the options were refused; nothing was imported"},
     },
@@ -125,7 +133,8 @@ async def create_import(
             "send text/csv or application/x-ndjson, or say ?format=csv|ndjson",
         )
     ent = request.state.ent
-    service = ImportService(ent.store.pool, dsn=ent.settings.database_url)
+    limits = ImportLimits(lock_timeout=ent.settings.import_lock_wait)
+    service = ImportService(ent.store.pool, limits, dsn=ent.settings.database_url)
     chosen_kind: Kind = kind
     options = ImportOptions(
         format=chosen,

@@ -7,7 +7,8 @@ transaction; see ``entitlements.service.imports`` for what an import does.
   stderr is a terminal, otherwise a plain line about once a second (logs, CI).
 - The summary goes to stdout; ``--json`` prints the full report instead.
 - Exit codes (DESIGN.md): 0 committed or dry run; 2 bad usage or bad input (the
-  import is then rolled back and recorded as failed); 1 runtime failure.
+  import is then rolled back and recorded as failed); 1 runtime failure (among
+  them: another import still running after ``ENTITLEMENTS_IMPORT_LOCK_WAIT``).
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ async def _import(
     interval = sys.getswitchinterval()
     sys.setswitchinterval(IMPORT_SWITCH_INTERVAL)
     try:
-        limits = ImportLimits(read_processes=processes)
+        limits = ImportLimits(read_processes=processes, lock_timeout=settings.import_lock_wait)
         service = ImportService(store.pool, limits, dsn=settings.database_url)
         return await service.run(read_file(str(file)), options, progress=show, size_hint=size)
     finally:

@@ -7,6 +7,7 @@ Another adapter over the service. Exit codes: 0 success, 1 runtime failure,
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import sys
@@ -138,6 +139,8 @@ def serve_app(settings: Settings, *, host: str, port: int, workers: int) -> None
 
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="entitlements-metrics-")
 
+    from entitlements.api.header_deadline import http_protocol
+
     uvicorn.run(
         "entitlements.api.asgi:app",
         factory=True,
@@ -147,6 +150,9 @@ def serve_app(settings: Settings, *, host: str, port: int, workers: int) -> None
         log_level=settings.log_level,
         access_log=False,
         proxy_headers=False,
+        # A connection must complete each request header in time; idle ones close sooner.
+        http=http_protocol(settings.header_timeout),
+        timeout_keep_alive=max(1, math.ceil(settings.keepalive_timeout)),
     )
 
 

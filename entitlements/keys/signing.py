@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from entitlements.errors import BackendError
+from entitlements.store.locks import AdvisoryLock
 from entitlements.store.postgres import translate_errors
 
 Algorithm = Literal["EdDSA", "ES256"]
@@ -98,7 +99,7 @@ class SigningKeyStore:
     async def ensure_active(self) -> SigningKey:
         """The active key, creating the first one on a new database."""
         async with translate_errors(), self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(7418820003)")
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", AdvisoryLock.SIGNING_KEYS)
             row = await conn.fetchrow("SELECT * FROM signing_keys WHERE state = 'active'")
             if row is None:
                 row = await self._insert(conn, self.alg)
@@ -111,7 +112,7 @@ class SigningKeyStore:
         old key may have signed, so that every such token keeps verifying.
         """
         async with translate_errors(), self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(7418820003)")
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", AdvisoryLock.SIGNING_KEYS)
             await conn.execute(
                 """UPDATE signing_keys SET state = 'published', publish_until = $1
                    WHERE state = 'active'""",

@@ -19,7 +19,8 @@ while Python validates the next batch; the reader's thread keeps an API worker
 answering during an upload.
 
 - **Serialized**: every import holds one advisory lock for its transaction, so
-  imports never interleave and files sharing grant ids cannot deadlock.
+  imports never interleave and files sharing grant ids cannot deadlock. An import
+  waits for it at most ``lock_timeout``, then fails as busy (nothing imported).
 - **Counts come from SQL**: a staged row equal (``IS NOT DISTINCT FROM``, in
   ``grant_row``'s normal form) to the stored one is ``unchanged`` and never
   written: a re-import writes nothing and the revision does not advance.
@@ -57,6 +58,7 @@ import asyncio
 import collections
 import contextlib
 import hashlib
+import math
 import os
 import time
 import uuid
@@ -76,6 +78,7 @@ from entitlements.domain.model import (
     grant_from_mapping,
 )
 from entitlements.errors import (
+    BusyError,
     EntitlementsError,
     FieldError,
     InvalidInputError,
@@ -94,19 +97,13 @@ from entitlements.service.import_formats import (
 )
 from entitlements.service.import_workers import SEGMENT_BYTES, ReadWorkers, Segment
 from entitlements.service.pg_copy import GrantRows, Prepared, change_key, copy_text
+from entitlements.store.locks import IMPORT_LIVE_CLASS, AdvisoryLock
 from entitlements.store.postgres import (
     MAX_CHANGE_KEYS,
     bump_revision,
     depth_refusal,
     translate_errors,
 )
-
-IMPORT_LOCK: Final = 7418820003
-"""pg_advisory_xact_lock key held by every import transaction (imports run one at a time)."""
-GRAPH_LOCK: Final = 7418820002
-"""The lock ``PostgresStore.put_resource`` takes: resource-graph writes are serialized."""
-LIVE_LOCK: Final = 7418821
-"""Session-lock class marking an import as alive: (class, key of the import id)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +125,9 @@ class ImportLimits:
     max_errors: int = 1000
     batch_rows: int = 20_000
     max_line: int = MAX_LINE_BYTES
-    lock_timeout: float = 600.0
+    lock_timeout: float = 30.0
+    """Seconds to wait for another import to finish (``ENTITLEMENTS_IMPORT_LOCK_WAIT``);
+    then ``BusyError``."""
     statement_timeout: float = 3600.0
     read_processes: int | None = None
     """Worker processes that read a large NDJSON input (None: with 3 or more CPUs, one per
@@ -400,7 +399,7 @@ UPDATE imports SET status = 'failed', finished_at = now(),
             'the import process stopped before finishing (killed, crashed or disconnected);'
             || ' nothing from it was imported')))
 WHERE status = 'running' AND ($1::text IS NULL OR id = $1)
-  AND pg_try_advisory_xact_lock({LIVE_LOCK}, ('x' || substr(md5(id), 1, 8))::bit(32)::int)
+  AND pg_try_advisory_xact_lock({IMPORT_LIVE_CLASS}, ('x' || substr(md5(id), 1, 8))::bit(32)::int)
 """
 
 
@@ -619,6 +618,7 @@ class ImportService:
         Content-Length); a large NDJSON input is then read by worker processes.
 
         Raises ``InvalidInputError`` for impossible options (before reading),
+        ``BusyError`` when another import still runs after ``limits.lock_timeout``,
         ``StoreUnavailableError`` when Postgres fails (the import is then rolled
         back and recorded as failed where possible).
         """
@@ -655,7 +655,9 @@ class ImportService:
             conn = await (asyncpg.connect(self.dsn) if own else self.pool.acquire())
             try:
                 db = _Db(conn, self.limits.statement_timeout)
-                await db.execute("SELECT pg_advisory_lock($1, $2)", LIVE_LOCK, live_key(report.id))
+                await db.execute(
+                    "SELECT pg_advisory_lock($1, $2)", IMPORT_LIVE_CLASS, live_key(report.id)
+                )
                 await self.pool.execute(_REAP_SQL, None)
                 await self.pool.execute(
                     """INSERT INTO imports (id, status, format, source, created_by, created_at,
@@ -711,10 +713,15 @@ class ImportService:
         """Wait for any other import, create the staging tables, predict the revision."""
         wait = self.limits.lock_timeout
         try:
-            await db.conn.execute("SELECT pg_advisory_xact_lock($1)", IMPORT_LOCK, timeout=wait)
+            await db.conn.execute(
+                "SELECT pg_advisory_xact_lock($1)", AdvisoryLock.IMPORT, timeout=wait
+            )
         except TimeoutError:
-            busy = f"another import has held the import lock for over {wait:.0f} s; try later"
-            raise StoreUnavailableError(busy, retry_after=60) from None
+            busy = (
+                f"another import is running: waited {wait:g} s for it to finish"
+                " (ENTITLEMENTS_IMPORT_LOCK_WAIT); nothing was imported, try again later"
+            )
+            raise BusyError(busy, retry_after=max(1, math.ceil(wait))) from None
         await db.execute(_STAGING_SQL)
         run.revision = await db.fetchval("SELECT value + 1 FROM ent_revision")
         run.tail = f"\t{run.revision}\n"
@@ -1009,7 +1016,7 @@ class ImportService:
     async def _write_resources(self, db: _Db, rows: list[tuple[Any, ...]], run: _Run) -> None:
         if not run.graph_locked:
             # Taken once, before the first graph write, in put_resource's order.
-            await db.execute("SELECT pg_advisory_xact_lock($1)", GRAPH_LOCK)
+            await db.execute("SELECT pg_advisory_xact_lock($1)", AdvisoryLock.GRAPH)
             run.graph_locked = True
         if not await self._stage(db, "imp_r", rows, ("id", "parents", "line", "ok"), run):
             return

@@ -12,8 +12,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources as importlib_resources
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -34,6 +32,8 @@ from entitlements.errors import (
     NotFoundError,
     StoreUnavailableError,
 )
+from entitlements.store import schema
+from entitlements.store.locks import AdvisoryLock
 from entitlements.store.reconnect_log import quiet_reconnect_failures
 
 log = logging.getLogger("entitlements")
@@ -67,14 +67,6 @@ class WriteResult:
     revision: int
     changed: bool
     created: bool = False
-
-
-def schema_sql() -> str:
-    """The text of ``schema.sql`` (shipped in the package, kept identical to the repo root)."""
-    packaged = importlib_resources.files("entitlements").joinpath("schema.sql")
-    if packaged.is_file():
-        return packaged.read_text(encoding="utf-8")
-    return (Path(__file__).resolve().parents[2] / "schema.sql").read_text(encoding="utf-8")
 
 
 def grant_from_record(r: Mapping[str, Any]) -> Grant:
@@ -144,8 +136,6 @@ LEFT JOIN LATERAL (
 
 PRUNE_BATCH = 50_000
 """Change-log rows looked at (and at most deleted) per pruning transaction."""
-PRUNE_LOCK = 7418820004
-"""Advisory lock: one pruner at a time across workers and hosts."""
 
 # Where to cut the log: the last revision before the first entry recorded within
 # the retention, looking at one page after the floor. A full page of old entries
@@ -239,10 +229,8 @@ class PostgresStore:
             ) from exc
         store = cls(pool)
         if apply_schema:
-            # Two processes starting at once must not race on CREATE ... IF NOT EXISTS.
-            async with translate_errors(), pool.acquire() as conn, conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(7418820001)")
-                await conn.execute(schema_sql())
+            async with translate_errors():
+                await schema.apply_schema(pool)
         return store
 
     async def close(self) -> None:
@@ -456,7 +444,7 @@ class PostgresStore:
         cannot build a cycle or too long a path between them.
         """
         async with translate_errors(), self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(7418820002)")
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", AdvisoryLock.GRAPH)
             current = await conn.fetch(
                 "SELECT parent FROM resource_parents WHERE child = $1 ORDER BY parent", resource.id
             )
@@ -588,7 +576,9 @@ class PostgresStore:
         async with translate_errors(), self.pool.acquire() as conn:
             while True:
                 async with conn.transaction():
-                    if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", PRUNE_LOCK):
+                    if not await conn.fetchval(
+                        "SELECT pg_try_advisory_xact_lock($1)", AdvisoryLock.PRUNE
+                    ):
                         return removed
                     cut = await conn.fetchval(_PRUNE_CUT_SQL, float(older_than), batch)
                     if cut is None:
@@ -734,7 +724,6 @@ __all__ = [
     "grant_from_record",
     "grant_row",
     "resource_type",
-    "schema_sql",
     "translate_errors",
     "warn_if_graph_too_deep",
 ]
