@@ -23,7 +23,7 @@ import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.responses import Response
 
-from entitlements.api import problems
+from entitlements.api.problems import problem
 from entitlements.api.auth import SCOPE_IMPORT, require_scope
 from entitlements.domain.values import parse_text
 from entitlements.service.import_formats import Format, Kind
@@ -126,7 +126,7 @@ async def create_import(
 ) -> Response:
     chosen = format_of(request, format)
     if chosen is None:
-        return problems.problem(
+        return problem(
             415,
             "unsupported-media-type",
             "Unsupported media type",
@@ -150,7 +150,7 @@ async def create_import(
     location = {"Location": f"/v1/imports/{report.id}"}
     if report.ok:
         return _json(body, headers=location)
-    return problems.problem(
+    return problem(
         422,
         "import-failed",
         "The import was refused; nothing was imported",
