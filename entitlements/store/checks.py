@@ -118,10 +118,14 @@ _LISTING_SQL: Final = f"""
 class PostgresCheckReads(OnPool):
     """What checks and listings read (the ``CheckReads`` port)."""
 
+    # On the class, where the schema test and benchmarks/bench_checks.py EXPLAIN them.
+    _CHECK_SQL: Final = _CHECK_SQL
+    _VIEW_SQL: Final = _VIEW_SQL
+
     async def load_check(self, resource: str, subjects: Sequence[str]) -> CheckData:
         """The resource's ancestors and every grant on them for these subjects, in one snapshot."""
         async with translate_errors():
-            rows = await self.pool.fetch(_CHECK_SQL, [resource], list(subjects))
+            rows = await self.pool.fetch(self._CHECK_SQL, [resource], list(subjects))
         return _check_data(rows)
 
     async def load_resource_view(self, resource: str) -> CheckData:
@@ -131,7 +135,7 @@ class PostgresCheckReads(OnPool):
         unit the cache keeps per resource.
         """
         async with translate_errors():
-            rows = await self.pool.fetch(_VIEW_SQL, [resource])
+            rows = await self.pool.fetch(self._VIEW_SQL, [resource])
         return _check_data(rows)
 
     async def load_user_grants(self, user_id: str) -> CheckData:
