@@ -23,8 +23,8 @@ import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.responses import Response
 
-from entitlements.api.problems import problem
 from entitlements.api.auth import SCOPE_IMPORT, require_scope
+from entitlements.api.problems import problem
 from entitlements.domain.values import parse_text
 from entitlements.service.import_formats import Format, Kind
 from entitlements.service.imports import ImportOptions

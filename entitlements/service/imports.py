@@ -397,7 +397,7 @@ class ImportService:
         message = f"the import stopped ({reason}); nothing was imported"
         run.add_errors(None, [FieldError("", message)], row=False)
         with contextlib.suppress(Exception):
-            await asyncio.shield(self._end(session, run.report, "failed"))
+            await self._end(session, run.report, "failed")
 
     async def _end(self, session: ImportSession, report: ImportReport, status: str) -> ImportReport:
         """Roll back a failed or dry run, and record it (a commit whose acknowledgement

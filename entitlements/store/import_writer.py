@@ -32,6 +32,7 @@ maintained as they land), stored ones a comparison and, if changed, an update.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Final, cast
@@ -505,8 +506,11 @@ class PostgresImportSession:
         The record is written first, while the transaction still holds the live lock,
         so no reaper takes the import for dead in between. Once a commit has begun
         (its transaction updated the record's row), it is rolled back first instead.
-        Both are attempted; an error of either is raised.
+        Both are attempted; an error of either is raised. The record is shielded from
+        cancellation (an interrupted import is still recorded); the rollback runs on
+        this task, never beside a release of the connection.
         """
+
         async def record() -> None:
             await self.pool.execute(_END_SQL, self.import_id, status, finished_at, report)
 
@@ -514,10 +518,10 @@ class PostgresImportSession:
             try:
                 await self.db.execute("ROLLBACK")
             finally:
-                await record()
+                await asyncio.shield(record())
             return
         try:
-            await record()
+            await asyncio.shield(record())
         finally:
             await self.db.execute("ROLLBACK")
 
