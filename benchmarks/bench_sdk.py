@@ -54,7 +54,8 @@ import httpx
 import jwt
 
 from entitlements.domain.model import grant_from_mapping, resource_from_mapping
-from entitlements.keys.signing import SigningKey, SigningKeyStore, mint
+from entitlements.keys.signing import SigningKey, mint
+from entitlements.store.keys import PostgresKeyStore
 from entitlements.store.postgres import PostgresStore
 from entitlements_client import (
     AsyncEntitlements,
@@ -199,7 +200,7 @@ async def prepare(dsn: str) -> tuple[SigningKey, list[str]]:
                 }
             )
         )
-        key = await SigningKeyStore(store.pool).ensure_active()
+        key = await PostgresKeyStore(store.pool).ensure_active()
     finally:
         await store.close()
     return key, tracks

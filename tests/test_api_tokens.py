@@ -96,9 +96,9 @@ async def test_rotation_keeps_old_tokens_valid_and_new_kid_verifies(
         old = state.tokens.mint_access("alice", ttl=600)
         old_kid = state.tokens._signing_key().kid
         # Rotate in "another process": straight in the database, as `entitlements keys rotate` does.
-        from entitlements.keys.signing import SigningKeyStore
+        from entitlements.store.keys import PostgresKeyStore
 
-        new_key = await SigningKeyStore(clean.pool).rotate(publish_for=86400)
+        new_key = await PostgresKeyStore(clean.pool).rotate(publish_for=86400)
         assert new_key.kid != old_kid
         from entitlements.keys.signing import mint as sign
 

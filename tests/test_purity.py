@@ -8,10 +8,14 @@ another.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+import entitlements
 
 DOMAIN_MODULES = [
     "entitlements.domain",
@@ -73,6 +77,37 @@ def test_the_domain_imports_no_framework_driver_or_upper_layer(module: str) -> N
 
 def test_the_check_service_imports_no_web_framework_or_redis() -> None:
     assert leaks(imported_by("entitlements.service.checks"), SERVICE_FORBIDDEN) == []
+
+
+# The use cases and the key material reach storage through the ports of
+# entitlements.service.ports only: importing them loads no driver at all.
+PORT_USERS = [
+    "entitlements.service.checks",
+    "entitlements.service.imports",
+    "entitlements.service.ports",
+    "entitlements.service.tokens",
+    "entitlements.keys.signing",
+]
+
+
+@pytest.mark.parametrize("module", PORT_USERS)
+def test_the_service_and_the_keys_load_no_driver(module: str) -> None:
+    assert leaks(imported_by(module), ["asyncpg", *SERVICE_FORBIDDEN]) == []
+
+
+SQL = re.compile(r"\b(SELECT|INSERT INTO|DELETE FROM|CREATE TEMP|pg_advisory)\b|\bUPDATE \w+ SET\b")
+
+
+def test_every_postgres_statement_lives_in_the_store() -> None:
+    package = Path(entitlements.__file__).parent
+    outside = [
+        str(path.relative_to(package))
+        for path in sorted(package.rglob("*.py"))
+        if path.relative_to(package).parts[0] != "store"
+        and SQL.search(path.read_text(encoding="utf-8"))
+    ]
+    assert outside == []
+    assert SQL.search((package / "store" / "grants.py").read_text(encoding="utf-8"))
 
 
 def test_the_leak_detector_detects() -> None:

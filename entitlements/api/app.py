@@ -35,11 +35,13 @@ from entitlements.cache.local import ChangeIndex, LocalCache
 from entitlements.cache.redis import RedisGrantCache
 from entitlements.cache.source import CachedGrantSource
 from entitlements.errors import StoreUnavailableError
-from entitlements.keys.signing import SigningKeyStore
 from entitlements.service.checks import CheckService, GrantSource, StoreGrantSource
+from entitlements.service.imports import ImportLimits, ImportService
 from entitlements.service.tokens import TokenService
 from entitlements.settings import Settings
 from entitlements.store.follower import ChangeFollower
+from entitlements.store.imports import PostgresImportStore
+from entitlements.store.keys import PostgresKeyStore
 from entitlements.store.postgres import (
     GRAPH_CHECK_TASK,
     Change,
@@ -47,6 +49,7 @@ from entitlements.store.postgres import (
     warn_if_graph_too_deep,
 )
 from entitlements.store.pruner import ChangePruner
+from entitlements.store.tokens import PostgresTokenStore
 from entitlements_client import IssuerConfig, KeySet, TokenVerifier
 from entitlements_client.issuers import ALL_SCOPES
 
@@ -65,6 +68,7 @@ class AppState:
     catalog: PostgresStore
     checks: CheckService
     tokens: TokenService
+    imports: ImportService
     auth: Authenticator
     follower: ChangeFollower
     index: ChangeIndex
@@ -166,8 +170,8 @@ def create_app(settings: Settings) -> FastAPI:
         )
         keyset = KeySet(jwks={"keys": []})
         tokens = TokenService(
-            store.pool,
-            SigningKeyStore(store.pool, settings.signing_alg),
+            PostgresKeyStore(store.pool, settings.signing_alg),
+            PostgresTokenStore(store.pool),
             keyset,
             issuer=settings.issuer,
             audience=settings.audience,
@@ -224,6 +228,10 @@ def create_app(settings: Settings) -> FastAPI:
             catalog=store,
             checks=CheckService(source, store),
             tokens=tokens,
+            imports=ImportService(
+                PostgresImportStore(store.pool, dsn=dsn),
+                ImportLimits(lock_timeout=settings.import_lock_wait),
+            ),
             auth=build_verifiers(settings, keyset, tokens),
             follower=follower,
             index=index,
