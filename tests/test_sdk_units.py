@@ -26,14 +26,12 @@ from entitlements_client import (
     TokenVerifier,
     UnavailableError,
 )
-from entitlements_client._base import (
-    BaseEntitlements,
-    CircuitBreaker,
-    Coalescer,
-    Item,
-    retry_after,
-)
+from entitlements_client._base import BaseEntitlements
 from entitlements_client._cache import DecisionCache
+from entitlements_client._coalescer import Coalescer
+from entitlements_client._questions import Item
+from entitlements_client._retry import retry_after
+from entitlements_client.breaker import CircuitBreaker
 
 
 class Clock:

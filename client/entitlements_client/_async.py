@@ -5,23 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import TypeVar
 
 import httpx
 
-from ._base import MAX_BATCH, Action, BaseEntitlements, Item, Sleep
+from ._base import MAX_BATCH, BaseEntitlements
 from ._errors import NotAllowedError, UnavailableError
+from ._flow import drive
 from ._models import BreakerPolicy, Check, Decision, RetryPolicy
+from ._questions import Item
 from .verify import IssuerConfig, TokenVerifier, VerifiedToken
 
 __all__ = ["AsyncEntitlements"]
 
 logger = logging.getLogger("entitlements_client")
-
-T = TypeVar("T")
 
 
 class AsyncEntitlements(BaseEntitlements[asyncio.Future[Decision]]):
@@ -290,23 +289,3 @@ class AsyncEntitlements(BaseEntitlements[asyncio.Future[Decision]]):
             except Exception:
                 logger.exception("change feed stopped unexpectedly")
                 self.cache.unfollow()
-
-
-async def drive(flow: Generator[Action, object, T], http: httpx.AsyncClient) -> T:
-    """Run a ``_base`` generator: do each Send/Sleep it yields, feed back the outcome."""
-    try:
-        action = next(flow)
-        while True:
-            outcome: object = None
-            if isinstance(action, Sleep):
-                await asyncio.sleep(action.seconds)
-            else:
-                try:
-                    async with asyncio.timeout(action.timeout):
-                        outcome = await http.send(action.request)
-                except Exception as exc:  # any failure to get an answer is an outcome
-                    outcome = exc
-            action = flow.send(outcome)
-    except StopIteration as stop:
-        result: T = stop.value
-        return result
