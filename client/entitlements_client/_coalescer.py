@@ -75,18 +75,29 @@ class Coalescer(Generic[W]):
                 out.append(waiter)
         return out
 
-    def drain(self) -> list[tuple[str | None, list[Item]]]:
-        """Take every pending check, grouped by credentials, in chunks of ``max_batch``."""
+    def drain(self, limit: int | None = None) -> list[tuple[str | None, list[Item]]]:
+        """Take pending checks, grouped by credentials, in chunks of ``max_batch``; at
+        most ``limit`` chunks, the rest stay pending.
+
+        Chunks open in the order their first check was asked, and a check joins an
+        open chunk of its group: whatever stays pending is younger than the first
+        check of every chunk taken, so those requests end (by that check's deadline)
+        before any check left waiting runs out of time.
+        """
+        chunks: list[tuple[str | None, list[Item]]] = []
         with self._lock:
             taken, self._pending = self._pending, []
-        groups: dict[str | None, list[Item]] = {}
-        for item in taken:
-            groups.setdefault(item.group, []).append(item)
-        return [
-            (group, items[i : i + self.max_batch])
-            for group, items in groups.items()
-            for i in range(0, len(items), self.max_batch)
-        ]
+            current: dict[str | None, list[Item]] = {}
+            for item in taken:
+                chunk = current.get(item.group)
+                if chunk is None or len(chunk) >= self.max_batch:
+                    if limit is not None and len(chunks) >= limit:
+                        self._pending.append(item)
+                        continue
+                    chunk = current[item.group] = []
+                    chunks.append((item.group, chunk))
+                chunk.append(item)
+        return chunks
 
     def settle(self, items: Sequence[Item], outcomes: Sequence[Outcome]) -> None:
         """Hand each item's answer (or error) to its waiter and forget the flight."""
