@@ -119,7 +119,7 @@ async def test_the_service_and_both_sdk_adapters_accept_and_refuse_the_same_head
             headers = (
                 {}
                 if template is None
-                else {"Authorization": template.replace(b"{token}", token.encode())}
+                else {b"Authorization": template.replace(b"{token}", token.encode())}
             )
             service = await api.client.post("/v1/check", json=CHECK, headers=headers)
             assert service.status_code in (200, 401), (name, service.text)
