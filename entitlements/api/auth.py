@@ -14,6 +14,7 @@ from fastapi import Request
 
 from entitlements.errors import PermissionDeniedError, UnauthenticatedError
 from entitlements_client import InvalidTokenError, TokenVerifier, VerifiedToken
+from entitlements_client.bearer import bearer_token as parse_bearer
 
 SCOPE_CHECK_ANY = "entitlements:check:any"
 SCOPE_ADMIN = "entitlements:admin"
@@ -57,10 +58,10 @@ def bearer_token(request: Request) -> str:
     header = request.headers.get("authorization")
     if header is None:
         raise UnauthenticatedError("an Authorization: Bearer token is required")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = parse_bearer(header)
+    if token is None:
         raise UnauthenticatedError("the Authorization header must be 'Bearer <token>'")
-    return token.strip()
+    return token
 
 
 def _authenticator(request: Request) -> Authenticator:
