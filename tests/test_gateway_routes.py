@@ -24,6 +24,7 @@ from entitlements.domain.model import parse_resource
 from entitlements.errors import InvalidInputError
 from entitlements.gateway.paths import PathRefusal, split_path
 from entitlements.gateway.proxies import parse_trusted_proxies
+from entitlements.gateway.route_config import load_routes, routes_from_data
 from entitlements.gateway.routes import (
     Matched,
     Public,
@@ -31,8 +32,6 @@ from entitlements.gateway.routes import (
     RouteTable,
     TokenPolicy,
     Unmatched,
-    load_routes,
-    routes_from_data,
 )
 
 PROPS = settings(max_examples=400, deadline=None)

@@ -87,6 +87,7 @@ def test_the_leak_detector_detects() -> None:
 GATEWAY_MODULES = [
     "entitlements.gateway.paths",
     "entitlements.gateway.routes",
+    "entitlements.gateway.route_config",
     "entitlements.gateway.proxies",
     "entitlements.gateway.forwarded",
 ]

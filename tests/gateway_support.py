@@ -1,0 +1,238 @@
+"""Test helpers for the gateway check: what each proxy sends, and stand-in servers.
+
+- :func:`envoy_check_request`, :func:`nginx_check_request`,
+  :func:`traefik_check_request` build the request a proxy sends to
+  ``/v1/gateway/check`` for a client's request, in that proxy's convention
+  (the shapes are checked against the real nginx and the real Envoy in
+  ``tests/test_gateway_proxies.py``). Phase-2 endpoint tests can send them
+  in-process (``httpx.ASGITransport``) without starting a proxy:
+  ``client.request(r.method, r.target, headers=r.headers)``.
+- :class:`StandInServer`: a plain Python HTTP server in a thread that records
+  every request and answers with a function of it — a stand-in auth endpoint or
+  upstream for proxy tests.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+
+from entitlements.gateway.forwarded import CHECK_PREFIX
+
+__all__ = [
+    "DECISION_HEADERS",
+    "CheckRequest",
+    "Seen",
+    "StandInServer",
+    "envoy_check_request",
+    "nginx_check_request",
+    "traefik_check_request",
+]
+
+DECISION_HEADERS = (
+    "X-Entitlements-Subject",
+    "X-Entitlements-Grant",
+    "X-Entitlements-Valid-Until",
+    "X-Entitlements-Token",
+)
+
+# Headers a proxy adds or rewrites on every hop, which say nothing about the convention.
+HOP_HEADERS = frozenset(
+    {
+        "connection",
+        "content-length",
+        "x-request-id",
+        "x-envoy-expected-rq-timeout-ms",
+        "x-envoy-internal",  # Envoy's "the client is on an internal address": loopback here
+    }
+)
+
+
+@dataclass(frozen=True)
+class CheckRequest:
+    """A request to the check service: ``target`` is the raw path plus ``?query``."""
+
+    method: str
+    path: str
+    query: str
+    headers: list[tuple[str, str]]
+
+    @property
+    def target(self) -> str:
+        return self.path + (f"?{self.query}" if self.query else "")
+
+    def header(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+
+def _split(uri: str) -> tuple[str, str]:
+    path, _, query = uri.partition("?")
+    return path, query
+
+
+def envoy_check_request(
+    method: str,
+    uri: str,
+    headers: Iterable[tuple[str, str]] = (),
+    *,
+    host: str = "gateway.test",
+    allowed_headers: Sequence[str] = (),
+    prefix: str = CHECK_PREFIX,
+) -> CheckRequest:
+    """Envoy HTTP ext_authz: the method kept, ``prefix + uri`` (query included), and of
+    the client's headers only ``Host`` (the original authority), ``Authorization`` and
+    those named in ``allowed_headers``; no body."""
+    keep = {"authorization", *(h.lower() for h in allowed_headers)}
+    path, query = _split(prefix + uri)
+    out = [("host", host)]
+    out += [(k.lower(), v) for k, v in headers if k.lower() in keep]
+    return CheckRequest(method, path, query, out)
+
+
+def nginx_check_request(
+    method: str,
+    uri: str,
+    headers: Iterable[tuple[str, str]] = (),
+    *,
+    host: str = "gateway.test",
+    proto: str = "http",
+    check_path: str = CHECK_PREFIX,
+) -> CheckRequest:
+    """nginx auth_request with the configuration of ``docs/gateway.md``: a ``GET`` to the
+    check path without the body, every client header, and ``X-Original-URI``,
+    ``X-Original-Method``, ``X-Forwarded-Host``, ``X-Forwarded-Proto`` set by nginx
+    (replacing any the client sent)."""
+    set_by_nginx = {
+        "x-original-uri": uri,
+        "x-original-method": method,
+        "x-forwarded-host": host,
+        "x-forwarded-proto": proto,
+    }
+    out = [(k, v) for k, v in set_by_nginx.items()]
+    out += [(k.lower(), v) for k, v in headers if k.lower() not in set_by_nginx]
+    return CheckRequest("GET", check_path, "", out)
+
+
+def traefik_check_request(
+    method: str,
+    uri: str,
+    headers: Iterable[tuple[str, str]] = (),
+    *,
+    host: str = "gateway.test",
+    proto: str = "http",
+    client_ip: str = "198.51.100.7",
+    check_path: str = CHECK_PREFIX,
+) -> CheckRequest:
+    """Traefik forwardAuth (``trustForwardHeader: false``): a ``GET`` to the address, the
+    client's headers, and the ``X-Forwarded-*`` headers set by Traefik (a client's own
+    ``X-Forwarded-*`` replaced)."""
+    set_by_traefik = {
+        "x-forwarded-method": method,
+        "x-forwarded-proto": proto,
+        "x-forwarded-host": host,
+        "x-forwarded-uri": uri,
+        "x-forwarded-for": client_ip,
+    }
+    out = [(k.lower(), v) for k, v in headers if k.lower() not in set_by_traefik]
+    out += list(set_by_traefik.items())
+    return CheckRequest("GET", check_path, "", out)
+
+
+# --- stand-in servers -----------------------------------------------------------------
+
+
+@dataclass
+class Seen:
+    """One request a stand-in server received."""
+
+    method: str
+    target: str
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+
+    def header(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def as_check_request(self) -> CheckRequest:
+        path, query = _split(self.target)
+        kept = [(k.lower(), v) for k, v in self.headers if k.lower() not in HOP_HEADERS]
+        return CheckRequest(self.method, path, query, kept)
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+Responder = Callable[[Seen], Reply]
+
+
+class StandInServer:
+    """A threaded HTTP/1.1 server on 127.0.0.1 that records requests and answers with
+    ``respond(seen)``. Use as a context manager (``with StandInServer(f) as s: s.url``)."""
+
+    def __init__(self, respond: Responder) -> None:
+        self.respond = respond
+        self.requests: list[Seen] = []
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                seen = Seen(self.command, self.path, list(self.headers.items()), body)
+                with server._lock:
+                    server.requests.append(seen)
+                reply = server.respond(seen)
+                self.send_response(reply.status)
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(reply.body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.port = int(self._httpd.server_address[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> StandInServer:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.requests.clear()
+
+    @property
+    def last(self) -> Seen:
+        with self._lock:
+            return self.requests[-1]
