@@ -25,6 +25,8 @@ from entitlements.gateway.forwarded import CHECK_PREFIX
 __all__ = [
     "DECISION_HEADERS",
     "CheckRequest",
+    "Reply",
+    "Responder",
     "Seen",
     "StandInServer",
     "envoy_check_request",
@@ -100,19 +102,25 @@ def nginx_check_request(
     host: str = "gateway.test",
     proto: str = "http",
     check_path: str = CHECK_PREFIX,
+    clear_other_conventions: bool = True,
 ) -> CheckRequest:
     """nginx auth_request with the configuration of ``docs/gateway.md``: a ``GET`` to the
     check path without the body, every client header, and ``X-Original-URI``,
     ``X-Original-Method``, ``X-Forwarded-Host``, ``X-Forwarded-Proto`` set by nginx
-    (replacing any the client sent)."""
+    (replacing any the client sent). The client's ``X-Forwarded-Uri`` and
+    ``X-Forwarded-Method`` are removed (``proxy_set_header … ""``) unless
+    ``clear_other_conventions`` is false (a configuration without those lines)."""
     set_by_nginx = {
         "x-original-uri": uri,
         "x-original-method": method,
         "x-forwarded-host": host,
         "x-forwarded-proto": proto,
     }
+    dropped = set(set_by_nginx)
+    if clear_other_conventions:
+        dropped |= {"x-forwarded-uri", "x-forwarded-method"}
     out = [(k, v) for k, v in set_by_nginx.items()]
-    out += [(k.lower(), v) for k, v in headers if k.lower() not in set_by_nginx]
+    out += [(k.lower(), v) for k, v in headers if k.lower() not in dropped]
     return CheckRequest("GET", check_path, "", out)
 
 

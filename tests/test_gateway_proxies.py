@@ -1,0 +1,288 @@
+"""Real nginx and real Envoy in front of a stand-in check and a stand-in app.
+
+The stand-in check is a few lines over the real pure parts (``read_forwarded``
+and the route table): it proves the proxies' side of the contract — what they
+send the check, what they do with its answer — before the endpoint exists
+(phase 2 points the same fixtures at the real service). Each test runs against
+both proxies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from envoy_server import EnvoyGateway
+from gateway_servers import EnvoyFactory, NginxFactory, StandInFactory
+from gateway_support import (
+    DECISION_HEADERS,
+    CheckRequest,
+    Reply,
+    Seen,
+    StandInServer,
+    envoy_check_request,
+    nginx_check_request,
+)
+from nginx_server import NginxGateway
+from processes import free_port
+
+from entitlements.gateway.forwarded import CHECK_PREFIX, ForwardedRefusal, read_forwarded
+from entitlements.gateway.route_config import routes_from_data
+from entitlements.gateway.routes import Public, Unmatched
+
+pytestmark = pytest.mark.servers
+
+TERRITORY = "X-Country"
+TABLE = routes_from_data(
+    [
+        {"method": "GET", "path": "/tracks/{isrc}/stream", "resource": "track:{isrc}",
+         "action": "stream"},
+        {"method": ["POST", "DELETE"], "path": "/tracks/{isrc}", "resource": "track:{isrc}",
+         "action": "edit"},
+        {"method": "*", "path": "/public/{page}", "public": True},
+    ]
+)  # fmt: skip
+DECISION = {
+    "X-Entitlements-Subject": "user:auth.test|alice",
+    "X-Entitlements-Grant": "deal-42",
+    "X-Entitlements-Valid-Until": "2027-01-01T00:00:00Z",
+}
+
+
+def problem(status: int, detail: str, **headers: str) -> Reply:
+    body = json.dumps({"status": status, "title": "refused", "detail": detail}).encode()
+    return Reply(status, {"Content-Type": "application/problem+json", **headers}, body)
+
+
+def stand_in_check(seen: Seen) -> Reply:
+    """What phase 2's endpoint will do, minus the token verifier and the check service."""
+    path, _, query = seen.target.partition("?")
+    forwarded = read_forwarded(seen.method, path, query, seen.headers, territory_header=TERRITORY)
+    if isinstance(forwarded, ForwardedRefusal):
+        return problem(403, forwarded.message)
+    matched = TABLE.match(forwarded.method, forwarded.uri)
+    if isinstance(matched, Public):
+        return Reply(200)
+    if isinstance(matched, Unmatched):
+        return problem(403, matched.message)
+    if forwarded.authorization in {None, "Bearer bad"}:
+        return problem(
+            401, "no valid token", **{"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        )
+    if forwarded.territory != "GB":
+        return problem(403, "territory")
+    if matched.resource == "track:TAKEDOWN":
+        return problem(403, "denied")
+    headers = dict(DECISION)
+    if forwarded.query and "mint" in forwarded.query:
+        headers["X-Entitlements-Token"] = "minted.jwt"
+        headers["Authorization"] = "Bearer minted.jwt"
+    return Reply(200, headers)
+
+
+def echo(seen: Seen) -> Reply:
+    body = json.dumps(
+        {"method": seen.method, "target": seen.target, "headers": seen.headers,
+         "body": seen.body.decode()}
+    )  # fmt: skip
+    return Reply(200, {"Content-Type": "application/json"}, body.encode())
+
+
+@dataclass
+class Gateway:
+    kind: str
+    url: str
+    check: StandInServer
+    app: StandInServer
+    proxy: NginxGateway | EnvoyGateway
+
+    def app_headers(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for name, value in self.app.last.headers:
+            out.setdefault(name.lower(), []).append(value)
+        return out
+
+
+async def start_gateway(
+    kind: str,
+    check: StandInServer,
+    app: StandInServer,
+    nginx_gateway: NginxFactory,
+    envoy_gateway: EnvoyFactory,
+) -> NginxGateway | EnvoyGateway:
+    if kind == "nginx":
+        return await nginx_gateway(check.url + CHECK_PREFIX, app.url)
+    return await envoy_gateway(
+        check.url, app.url, allowed_headers=[TERRITORY], upstream_headers=["authorization"]
+    )
+
+
+@pytest.fixture(params=["nginx", "envoy"])
+async def gateway(
+    request: pytest.FixtureRequest,
+    stand_in: StandInFactory,
+    nginx_gateway: NginxFactory,
+    envoy_gateway: EnvoyFactory,
+) -> Gateway:
+    check = stand_in(stand_in_check)
+    app = stand_in(echo)
+    proxy = await start_gateway(request.param, check, app, nginx_gateway, envoy_gateway)
+    return Gateway(request.param, proxy.url, check, app, proxy)
+
+
+USER = {"Authorization": "Bearer user-token", TERRITORY: "GB"}
+
+
+async def send(gateway: Gateway, method: str, target: str, **kwargs: Any) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=10) as client:
+        return await client.request(method, gateway.url + target, **kwargs)
+
+
+async def test_an_allowed_request_reaches_the_app_with_the_decision(gateway: Gateway) -> None:
+    response = await send(gateway, "GET", "/tracks/US%52C1/stream?quality=hi", headers=USER)
+    assert response.status_code == 200, response.text
+    seen = response.json()
+    assert (seen["method"], seen["target"]) == ("GET", "/tracks/US%52C1/stream?quality=hi")
+    headers = gateway.app_headers()
+    for name, value in DECISION.items():
+        assert headers[name.lower()] == [value]
+    # no token minted: the client's own Authorization goes on, and no token header
+    assert headers["authorization"] == ["Bearer user-token"]
+    assert "x-entitlements-token" not in headers
+    assert len(gateway.check.requests) == 1
+
+
+async def test_a_minted_token_replaces_the_clients_authorization(gateway: Gateway) -> None:
+    response = await send(gateway, "GET", "/tracks/T1/stream?mint=1", headers=USER)
+    assert response.status_code == 200, response.text
+    headers = gateway.app_headers()
+    assert headers["authorization"] == ["Bearer minted.jwt"]
+    assert headers["x-entitlements-token"] == ["minted.jwt"]
+
+
+async def test_the_method_and_body_go_to_the_app_not_to_the_check(gateway: Gateway) -> None:
+    response = await send(gateway, "POST", "/tracks/T1", headers=USER, content=b"new title")
+    assert response.status_code == 200, response.text
+    seen = response.json()
+    assert (seen["method"], seen["body"]) == ("POST", "new title")
+    assert gateway.check.last.body == b""
+
+
+async def test_a_missing_token_is_401_and_the_app_is_not_reached(gateway: Gateway) -> None:
+    response = await send(gateway, "GET", "/tracks/T1/stream", headers={TERRITORY: "GB"})
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    assert gateway.app.requests == []
+
+
+async def test_a_refusal_is_403_and_the_app_is_not_reached(gateway: Gateway) -> None:
+    for target in ("/tracks/TAKEDOWN/stream", "/nowhere", "/tracks/T1/stream/"):
+        response = await send(gateway, "GET", target, headers=USER)
+        assert response.status_code == 403, (target, response.text)
+    response = await send(gateway, "GET", "/tracks/T1/stream", headers={**USER, TERRITORY: "DE"})
+    assert response.status_code == 403
+    if gateway.kind == "envoy":  # Envoy passes the check's problem on; nginx shows its own page
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["detail"] == "territory"
+    assert gateway.app.requests == []
+
+
+async def send_raw(gateway: Gateway, target: str, headers: dict[str, str]) -> int:
+    """Send ``GET target`` exactly as written (httpx would resolve dot-segments first)."""
+    port = int(gateway.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        lines = [f"GET {target} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+        return int(status_line.split()[1])
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        # each would fit the public route /public/{page} if the check took it as it comes
+        "/public/..",
+        "/public/%2e%2e",
+        "/public/.",
+        "/public/..%2Ftracks%2FT1%2Fstream",
+        "/public/..%5Ctracks%5CT1%5Cstream",
+        "/public/../tracks/T1/stream",
+        "/public/%2e%2e/tracks/T1/stream",
+        "/public/x%2F..%2F..%2Ftracks/T1/stream",
+        "/tracks/T1/./stream",
+        "/public//tracks/T1/stream",
+        "/public/a%5C..%5Ctracks",
+    ],
+)
+async def test_a_path_two_servers_could_read_two_ways_never_reaches_the_app(
+    gateway: Gateway, target: str
+) -> None:
+    # nginx resolves '..' to choose its location but sends the check the raw
+    # $request_uri; Envoy passes the path on as sent (it may also refuse it itself).
+    # Either way nothing reaches the app.
+    status = await send_raw(gateway, target, USER)
+    assert status in {400, 403, 404}, (target, status)
+    assert gateway.app.requests == []
+
+
+async def test_a_clients_own_decision_headers_never_reach_the_app(gateway: Gateway) -> None:
+    spoofed = {h: "user:admin" for h in DECISION_HEADERS}
+    # A public route: the check answers 200 without any decision header.
+    response = await send(gateway, "GET", "/public/home", headers={**USER, **spoofed})
+    assert response.status_code == 200, response.text
+    headers = gateway.app_headers()
+    assert not {h.lower() for h in DECISION_HEADERS} & set(headers), headers
+    assert headers["authorization"] == ["Bearer user-token"]
+    # A checked route: only the check's values arrive.
+    await send(gateway, "GET", "/tracks/T1/stream", headers={**USER, **spoofed})
+    headers = gateway.app_headers()
+    assert headers["x-entitlements-subject"] == [DECISION["X-Entitlements-Subject"]]
+    assert "x-entitlements-token" not in headers
+
+
+async def test_the_check_request_has_the_shape_the_helpers_build(gateway: Gateway) -> None:
+    """The helpers phase 2 uses without a proxy send what the real proxy sends."""
+    client = [("Authorization", "Bearer user-token"), (TERRITORY, "GB")]
+    response = await send(gateway, "DELETE", "/tracks/T%31?x=1&y=%2F", headers=dict(client))
+    assert response.status_code == 200, response.text
+    real = gateway.check.last.as_check_request()
+    host = gateway.url.removeprefix("http://")
+    expected: CheckRequest
+    if gateway.kind == "nginx":
+        expected = nginx_check_request("DELETE", "/tracks/T%31?x=1&y=%2F", client, host="127.0.0.1")
+    else:
+        expected = envoy_check_request(
+            "DELETE", "/tracks/T%31?x=1&y=%2F", client, host=host, allowed_headers=[TERRITORY]
+        )
+    assert (real.method, real.path, real.query) == (expected.method, expected.path, expected.query)
+    read = {*expected.headers}
+    names = {k for k, _ in expected.headers}
+    assert {(k, v) for k, v in real.headers if k in names} == read
+    if gateway.kind == "envoy":  # Envoy sends nothing else; nginx adds the client's defaults
+        assert {k for k, _ in real.headers} == names
+
+
+async def test_an_unreachable_check_fails_closed(
+    stand_in: StandInFactory, nginx_gateway: NginxFactory, envoy_gateway: EnvoyFactory
+) -> None:
+    app = stand_in(echo)
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    proxies: list[NginxGateway | EnvoyGateway] = [
+        await nginx_gateway(nowhere + CHECK_PREFIX, app.url),
+        await envoy_gateway(nowhere, app.url),
+    ]
+    for proxy in proxies:
+        async with httpx.AsyncClient(timeout=10) as client:
+            response = await client.get(proxy.url + "/public/home", headers=USER)
+        # nginx: 500 (an auth subrequest error); Envoy: 403 (failure_mode_allow: false)
+        assert response.status_code in {403, 500}, (type(proxy).__name__, response.status_code)
+    assert app.requests == []
