@@ -9,28 +9,38 @@
   ``client.request(r.method, r.target, headers=r.headers)``.
 - :class:`StandInServer`: a plain Python HTTP server in a thread that records
   every request and answers with a function of it — a stand-in auth endpoint or
-  upstream for proxy tests.
+  upstream for proxy tests; :func:`stand_in_check` and :func:`echo` are the two
+  used so far.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 
-from entitlements.gateway.forwarded import CHECK_PREFIX
+from entitlements.gateway.forwarded import CHECK_PREFIX, ForwardedRefusal, read_forwarded
+from entitlements.gateway.route_config import routes_from_data
+from entitlements.gateway.routes import Public, Unmatched
 
 __all__ = [
+    "DECISION",
     "DECISION_HEADERS",
+    "STAND_IN_ROUTES",
+    "TERRITORY",
     "CheckRequest",
     "Reply",
     "Responder",
     "Seen",
     "StandInServer",
+    "echo",
     "envoy_check_request",
     "nginx_check_request",
+    "problem",
+    "stand_in_check",
     "traefik_check_request",
 ]
 
@@ -244,3 +254,72 @@ class StandInServer:
     def last(self) -> Seen:
         with self._lock:
             return self.requests[-1]
+
+
+# --- a stand-in check and app ---------------------------------------------------------
+
+TERRITORY = "X-Country"
+STAND_IN_ROUTES = routes_from_data(
+    [
+        {"method": "GET", "path": "/tracks/{isrc}/stream", "resource": "track:{isrc}",
+         "action": "stream"},
+        {"method": ["POST", "DELETE"], "path": "/tracks/{isrc}", "resource": "track:{isrc}",
+         "action": "edit"},
+        {"method": "*", "path": "/public/{page}", "public": True},
+    ]
+)  # fmt: skip
+DECISION = {
+    "X-Entitlements-Subject": "user:auth.test|alice",
+    "X-Entitlements-Grant": "deal-42",
+    "X-Entitlements-Valid-Until": "2027-01-01T00:00:00Z",
+}
+
+
+def problem(status: int, detail: str, **headers: str) -> Reply:
+    body = json.dumps({"status": status, "title": "refused", "detail": detail}).encode()
+    return Reply(status, {"Content-Type": "application/problem+json", **headers}, body)
+
+
+def stand_in_check(territory_header: str = TERRITORY) -> Responder:
+    """A stand-in for phase 2's endpoint over the real pure parts (the forwarded-request
+    reader, :data:`STAND_IN_ROUTES`), without the token verifier and the check service:
+    no ``Authorization`` or ``Bearer bad`` → 401; a territory other than GB → 403;
+    ``track:TAKEDOWN`` → 403; else 200 with :data:`DECISION`, and a token when the
+    query holds ``mint``."""
+    return lambda seen: _check(seen, territory_header)
+
+
+def _check(seen: Seen, territory_header: str) -> Reply:
+    path, _, query = seen.target.partition("?")
+    forwarded = read_forwarded(
+        seen.method, path, query, seen.headers, territory_header=territory_header
+    )
+    if isinstance(forwarded, ForwardedRefusal):
+        return problem(403, forwarded.message)
+    matched = STAND_IN_ROUTES.match(forwarded.method, forwarded.uri)
+    if isinstance(matched, Public):
+        return Reply(200)
+    if isinstance(matched, Unmatched):
+        return problem(403, matched.message)
+    if forwarded.authorization in {None, "Bearer bad"}:
+        return problem(
+            401, "no valid token", **{"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        )
+    if forwarded.territory != "GB":
+        return problem(403, "territory")
+    if matched.resource == "track:TAKEDOWN":
+        return problem(403, "denied")
+    headers = dict(DECISION)
+    if forwarded.query and "mint" in forwarded.query:
+        headers["X-Entitlements-Token"] = "minted.jwt"
+        headers["Authorization"] = "Bearer minted.jwt"
+    return Reply(200, headers)
+
+
+def echo(seen: Seen) -> Reply:
+    """A stand-in app: answers with what it received, as JSON."""
+    body = json.dumps(
+        {"method": seen.method, "target": seen.target, "headers": seen.headers,
+         "body": seen.body.decode()}
+    )  # fmt: skip
+    return Reply(200, {"Content-Type": "application/json"}, body.encode())

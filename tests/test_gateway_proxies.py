@@ -10,7 +10,6 @@ both proxies.
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,77 +18,22 @@ import pytest
 from envoy_server import EnvoyGateway
 from gateway_servers import EnvoyFactory, NginxFactory, StandInFactory
 from gateway_support import (
+    DECISION,
     DECISION_HEADERS,
+    TERRITORY,
     CheckRequest,
-    Reply,
-    Seen,
     StandInServer,
+    echo,
     envoy_check_request,
     nginx_check_request,
+    stand_in_check,
 )
 from nginx_server import NginxGateway
 from processes import free_port
 
-from entitlements.gateway.forwarded import CHECK_PREFIX, ForwardedRefusal, read_forwarded
-from entitlements.gateway.route_config import routes_from_data
-from entitlements.gateway.routes import Public, Unmatched
+from entitlements.gateway.forwarded import CHECK_PREFIX
 
 pytestmark = pytest.mark.servers
-
-TERRITORY = "X-Country"
-TABLE = routes_from_data(
-    [
-        {"method": "GET", "path": "/tracks/{isrc}/stream", "resource": "track:{isrc}",
-         "action": "stream"},
-        {"method": ["POST", "DELETE"], "path": "/tracks/{isrc}", "resource": "track:{isrc}",
-         "action": "edit"},
-        {"method": "*", "path": "/public/{page}", "public": True},
-    ]
-)  # fmt: skip
-DECISION = {
-    "X-Entitlements-Subject": "user:auth.test|alice",
-    "X-Entitlements-Grant": "deal-42",
-    "X-Entitlements-Valid-Until": "2027-01-01T00:00:00Z",
-}
-
-
-def problem(status: int, detail: str, **headers: str) -> Reply:
-    body = json.dumps({"status": status, "title": "refused", "detail": detail}).encode()
-    return Reply(status, {"Content-Type": "application/problem+json", **headers}, body)
-
-
-def stand_in_check(seen: Seen) -> Reply:
-    """What phase 2's endpoint will do, minus the token verifier and the check service."""
-    path, _, query = seen.target.partition("?")
-    forwarded = read_forwarded(seen.method, path, query, seen.headers, territory_header=TERRITORY)
-    if isinstance(forwarded, ForwardedRefusal):
-        return problem(403, forwarded.message)
-    matched = TABLE.match(forwarded.method, forwarded.uri)
-    if isinstance(matched, Public):
-        return Reply(200)
-    if isinstance(matched, Unmatched):
-        return problem(403, matched.message)
-    if forwarded.authorization in {None, "Bearer bad"}:
-        return problem(
-            401, "no valid token", **{"WWW-Authenticate": 'Bearer error="invalid_token"'}
-        )
-    if forwarded.territory != "GB":
-        return problem(403, "territory")
-    if matched.resource == "track:TAKEDOWN":
-        return problem(403, "denied")
-    headers = dict(DECISION)
-    if forwarded.query and "mint" in forwarded.query:
-        headers["X-Entitlements-Token"] = "minted.jwt"
-        headers["Authorization"] = "Bearer minted.jwt"
-    return Reply(200, headers)
-
-
-def echo(seen: Seen) -> Reply:
-    body = json.dumps(
-        {"method": seen.method, "target": seen.target, "headers": seen.headers,
-         "body": seen.body.decode()}
-    )  # fmt: skip
-    return Reply(200, {"Content-Type": "application/json"}, body.encode())
 
 
 @dataclass
@@ -128,7 +72,7 @@ async def gateway(
     nginx_gateway: NginxFactory,
     envoy_gateway: EnvoyFactory,
 ) -> Gateway:
-    check = stand_in(stand_in_check)
+    check = stand_in(stand_in_check())
     app = stand_in(echo)
     proxy = await start_gateway(request.param, check, app, nginx_gateway, envoy_gateway)
     return Gateway(request.param, proxy.url, check, app, proxy)
