@@ -14,6 +14,8 @@ process with hot restart off (so several can run at once), logs to
 
 Filters, in order (:func:`gateway_config`):
 
+0. the connection manager refuses a header name with an underscore (400), which
+   a CGI/WSGI app would read as the dashed header it aliases;
 1. ``header_mutation`` removes the decision headers from the client's request,
    so a client cannot send its own ``X-Entitlements-Subject`` past a check that
    did not set one (``ext_authz`` only adds the headers the auth answer has);
@@ -168,6 +170,8 @@ def gateway_config(
     manager = {
         "@type": f"{_TYPES}.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "gateway",
+        # X_Entitlements_Subject would reach a CGI/WSGI app as X-Entitlements-Subject.
+        "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
         "route_config": {
             "name": "all",
             "virtual_hosts": [

@@ -1,10 +1,10 @@
-"""Real nginx and real Envoy in front of a stand-in check and a stand-in app.
+"""Real nginx, Envoy and Traefik in front of a stand-in check and a stand-in app.
 
 The stand-in check is a few lines over the real pure parts (``read_forwarded``
 and the route table): it proves the proxies' side of the contract — what they
 send the check, what they do with its answer — before the endpoint exists
 (phase 2 points the same fixtures at the real service). Each test runs against
-both proxies.
+each proxy.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from envoy_server import EnvoyGateway
-from gateway_servers import EnvoyFactory, NginxFactory, StandInFactory
+from gateway_servers import EnvoyFactory, NginxFactory, StandInFactory, TraefikFactory
 from gateway_support import (
     DECISION,
     DECISION_HEADERS,
@@ -27,11 +27,16 @@ from gateway_support import (
     envoy_check_request,
     nginx_check_request,
     stand_in_check,
+    traefik_check_request,
 )
 from nginx_server import NginxGateway
 from processes import free_port
+from traefik_server import TraefikGateway
 
-from entitlements.gateway.forwarded import CHECK_PREFIX
+from entitlements.gateway.forwarded import CHECK_PREFIX, ForwardedRequest, read_forwarded
+from entitlements.gateway.paths import PathRefusal, split_path
+
+Proxy = NginxGateway | EnvoyGateway | TraefikGateway
 
 pytestmark = pytest.mark.servers
 
@@ -42,7 +47,15 @@ class Gateway:
     url: str
     check: StandInServer
     app: StandInServer
-    proxy: NginxGateway | EnvoyGateway
+    proxy: Proxy
+
+    def forwarded(self) -> ForwardedRequest:
+        """What the check read from the last request it was sent."""
+        seen = self.check.last
+        path, _, query = seen.target.partition("?")
+        got = read_forwarded(seen.method, path, query, seen.headers, territory_header=TERRITORY)
+        assert isinstance(got, ForwardedRequest), got
+        return got
 
     def app_headers(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -51,30 +64,26 @@ class Gateway:
         return out
 
 
-async def start_gateway(
-    kind: str,
-    check: StandInServer,
-    app: StandInServer,
-    nginx_gateway: NginxFactory,
-    envoy_gateway: EnvoyFactory,
-) -> NginxGateway | EnvoyGateway:
-    if kind == "nginx":
-        return await nginx_gateway(check.url + CHECK_PREFIX, app.url)
-    return await envoy_gateway(
-        check.url, app.url, allowed_headers=[TERRITORY], upstream_headers=["authorization"]
-    )
-
-
-@pytest.fixture(params=["nginx", "envoy"])
+@pytest.fixture(params=["nginx", "envoy", "traefik"])
 async def gateway(
     request: pytest.FixtureRequest,
     stand_in: StandInFactory,
     nginx_gateway: NginxFactory,
     envoy_gateway: EnvoyFactory,
+    traefik_gateway: TraefikFactory,
 ) -> Gateway:
     check = stand_in(stand_in_check())
     app = stand_in(echo)
-    proxy = await start_gateway(request.param, check, app, nginx_gateway, envoy_gateway)
+    proxy: Proxy
+    if request.param == "nginx":
+        proxy = await nginx_gateway(check.url + CHECK_PREFIX, app.url)
+    elif request.param == "envoy":
+        proxy = await envoy_gateway(
+            check.url, app.url, allowed_headers=[TERRITORY], upstream_headers=["authorization"]
+        )
+    else:
+        # No Authorization among the copied headers: see the Traefik test at the end.
+        proxy = await traefik_gateway(check.url + CHECK_PREFIX, app.url)
     return Gateway(request.param, proxy.url, check, app, proxy)
 
 
@@ -90,7 +99,11 @@ async def test_an_allowed_request_reaches_the_app_with_the_decision(gateway: Gat
     response = await send(gateway, "GET", "/tracks/US%52C1/stream?quality=hi", headers=USER)
     assert response.status_code == 200, response.text
     seen = response.json()
-    assert (seen["method"], seen["target"]) == ("GET", "/tracks/US%52C1/stream?quality=hi")
+    # The check read the very path the app was sent. nginx and Envoy pass it as the
+    # client wrote it; Traefik decodes %-escaped unreserved characters first, for both.
+    sent = "/tracks/USRC1/stream" if gateway.kind == "traefik" else "/tracks/US%52C1/stream"
+    assert (seen["method"], seen["target"]) == ("GET", sent + "?quality=hi")
+    assert (gateway.forwarded().method, gateway.forwarded().uri) == ("GET", seen["target"])
     headers = gateway.app_headers()
     for name, value in DECISION.items():
         assert headers[name.lower()] == [value]
@@ -100,12 +113,15 @@ async def test_an_allowed_request_reaches_the_app_with_the_decision(gateway: Gat
     assert len(gateway.check.requests) == 1
 
 
-async def test_a_minted_token_replaces_the_clients_authorization(gateway: Gateway) -> None:
+async def test_a_minted_token_reaches_the_app(gateway: Gateway) -> None:
     response = await send(gateway, "GET", "/tracks/T1/stream?mint=1", headers=USER)
     assert response.status_code == 200, response.text
     headers = gateway.app_headers()
-    assert headers["authorization"] == ["Bearer minted.jwt"]
     assert headers["x-entitlements-token"] == ["minted.jwt"]
+    # nginx maps it onto Authorization, Envoy copies the check's Authorization; this
+    # Traefik copies no Authorization (see test_traefik_copying_authorization_...).
+    expected = "Bearer user-token" if gateway.kind == "traefik" else "Bearer minted.jwt"
+    assert headers["authorization"] == [expected]
 
 
 async def test_the_method_and_body_go_to_the_app_not_to_the_check(gateway: Gateway) -> None:
@@ -129,7 +145,7 @@ async def test_a_refusal_is_403_and_the_app_is_not_reached(gateway: Gateway) -> 
         assert response.status_code == 403, (target, response.text)
     response = await send(gateway, "GET", "/tracks/T1/stream", headers={**USER, TERRITORY: "DE"})
     assert response.status_code == 403
-    if gateway.kind == "envoy":  # Envoy passes the check's problem on; nginx shows its own page
+    if gateway.kind != "nginx":  # Envoy and Traefik pass the problem on; nginx has its own page
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["detail"] == "territory"
     assert gateway.app.requests == []
@@ -150,32 +166,40 @@ async def send_raw(gateway: Gateway, target: str, headers: dict[str, str]) -> in
         writer.close()
 
 
-@pytest.mark.parametrize(
-    "target",
-    [
-        # each would fit the public route /public/{page} if the check took it as it comes
-        "/public/..",
-        "/public/%2e%2e",
-        "/public/.",
-        "/public/..%2Ftracks%2FT1%2Fstream",
-        "/public/..%5Ctracks%5CT1%5Cstream",
-        "/public/../tracks/T1/stream",
-        "/public/%2e%2e/tracks/T1/stream",
-        "/public/x%2F..%2F..%2Ftracks/T1/stream",
-        "/tracks/T1/./stream",
-        "/public//tracks/T1/stream",
-        "/public/a%5C..%5Ctracks",
-    ],
-)
+# Each would fit a route (the public /public/{page}, or a track's) if the check took it
+# as it comes, while the app may read it otherwise.
+TWO_WAY_PATHS = [
+    "/public/..",
+    "/public/%2e%2e",
+    "/public/.",
+    "/public/..%2Ftracks%2FT1%2Fstream",
+    "/public/..%5Ctracks%5CT1%5Cstream",
+    "/public/../tracks/T1/stream",
+    "/public/%2e%2e/tracks/T1/stream",
+    "/public/x%2F..%2F..%2Ftracks/T1/stream",
+    "/tracks/T1/./stream",
+    "/public//tracks/T1/stream",
+    "/public/a%5C..%5Ctracks",
+]
+
+
 async def test_a_path_two_servers_could_read_two_ways_never_reaches_the_app(
-    gateway: Gateway, target: str
+    gateway: Gateway,
 ) -> None:
-    # nginx resolves '..' to choose its location but sends the check the raw
-    # $request_uri; Envoy passes the path on as sent (it may also refuse it itself).
-    # Either way nothing reaches the app.
-    status = await send_raw(gateway, target, USER)
-    assert status in {400, 403, 404}, (target, status)
-    assert gateway.app.requests == []
+    # nginx resolves '..' to choose its location but sends the check (and the app) the
+    # raw $request_uri; Envoy passes the path on as sent. The check refuses both.
+    # Traefik resolves dot-segments itself (sanitizePath) and sends the check and the
+    # app the same clean path: that may pass, and then the two agree.
+    for target in TWO_WAY_PATHS:
+        gateway.app.clear()
+        status = await send_raw(gateway, target, USER)
+        if status == 200 and gateway.kind == "traefik":
+            received = gateway.app.last.target
+            assert received == gateway.forwarded().uri, target
+            assert not isinstance(split_path(received), PathRefusal), (target, received)
+            continue
+        assert status in {400, 403, 404}, (target, status)
+        assert gateway.app.requests == [], target
 
 
 async def test_a_clients_own_decision_headers_never_reach_the_app(gateway: Gateway) -> None:
@@ -193,6 +217,22 @@ async def test_a_clients_own_decision_headers_never_reach_the_app(gateway: Gatew
     assert "x-entitlements-token" not in headers
 
 
+async def test_a_header_aliasing_a_decision_header_never_reaches_the_app(
+    gateway: Gateway,
+) -> None:
+    # CGI, WSGI and PHP read X_Entitlements_Subject as X-Entitlements-Subject. nginx drops
+    # such headers (underscores_in_headers off); Envoy and Traefik are told to reject them.
+    for name in ("X-Entitlements_Subject", "X_Entitlements_Grant"):
+        gateway.app.clear()
+        response = await send(gateway, "GET", "/public/home", headers={**USER, name: "user:x"})
+        assert response.status_code in {200, 400}, (name, response.status_code)
+        if response.status_code == 200:
+            received = {k.lower().replace("_", "-") for k, _ in gateway.app.last.headers}
+            assert not received & {h.lower() for h in DECISION_HEADERS}, (name, received)
+        else:
+            assert gateway.app.requests == []
+
+
 async def test_the_check_request_has_the_shape_the_helpers_build(gateway: Gateway) -> None:
     """The helpers phase 2 uses without a proxy send what the real proxy sends."""
     client = [("Authorization", "Bearer user-token"), (TERRITORY, "GB")]
@@ -203,9 +243,13 @@ async def test_the_check_request_has_the_shape_the_helpers_build(gateway: Gatewa
     expected: CheckRequest
     if gateway.kind == "nginx":
         expected = nginx_check_request("DELETE", "/tracks/T%31?x=1&y=%2F", client, host="127.0.0.1")
-    else:
+    elif gateway.kind == "envoy":
         expected = envoy_check_request(
             "DELETE", "/tracks/T%31?x=1&y=%2F", client, host=host, allowed_headers=[TERRITORY]
+        )
+    else:  # Traefik decodes the unreserved %31 (and sends the app the same path)
+        expected = traefik_check_request(
+            "DELETE", "/tracks/T1?x=1&y=%2F", client, host=host, client_ip="127.0.0.1"
         )
     assert (real.method, real.path, real.query) == (expected.method, expected.path, expected.query)
     read = {*expected.headers}
@@ -216,17 +260,42 @@ async def test_the_check_request_has_the_shape_the_helpers_build(gateway: Gatewa
 
 
 async def test_an_unreachable_check_fails_closed(
-    stand_in: StandInFactory, nginx_gateway: NginxFactory, envoy_gateway: EnvoyFactory
+    stand_in: StandInFactory,
+    nginx_gateway: NginxFactory,
+    envoy_gateway: EnvoyFactory,
+    traefik_gateway: TraefikFactory,
 ) -> None:
     app = stand_in(echo)
     nowhere = f"http://127.0.0.1:{free_port()}"
-    proxies: list[NginxGateway | EnvoyGateway] = [
+    proxies: list[Proxy] = [
         await nginx_gateway(nowhere + CHECK_PREFIX, app.url),
         await envoy_gateway(nowhere, app.url),
+        await traefik_gateway(nowhere + CHECK_PREFIX, app.url),
     ]
     for proxy in proxies:
         async with httpx.AsyncClient(timeout=10) as client:
             response = await client.get(proxy.url + "/public/home", headers=USER)
-        # nginx: 500 (an auth subrequest error); Envoy: 403 (failure_mode_allow: false)
+        # nginx: 500 (an auth subrequest error); Envoy: 403 (failure_mode_allow: false);
+        # Traefik: 500.
         assert response.status_code in {403, 500}, (type(proxy).__name__, response.status_code)
     assert app.requests == []
+
+
+async def test_traefik_copying_authorization_removes_the_clients_where_none_is_minted(
+    stand_in: StandInFactory, traefik_gateway: TraefikFactory
+) -> None:
+    """Why docs/gateway.md lists Authorization for Traefik only when every route mints."""
+    check = stand_in(stand_in_check())
+    app = stand_in(echo)
+    proxy = await traefik_gateway(
+        check.url + CHECK_PREFIX,
+        app.url,
+        response_headers=[*DECISION_HEADERS, "Authorization"],
+    )
+    async with httpx.AsyncClient(timeout=10) as client:
+        minted = await client.get(proxy.url + "/tracks/T1/stream?mint=1", headers=USER)
+        plain = await client.get(proxy.url + "/tracks/T1/stream", headers=USER)
+    minted_headers = {k.lower(): v for k, v in minted.json()["headers"]}
+    plain_headers = {k.lower(): v for k, v in plain.json()["headers"]}
+    assert minted_headers["authorization"] == "Bearer minted.jwt"
+    assert "authorization" not in plain_headers
