@@ -579,3 +579,11 @@ def test_bad_proxy_entries_are_refused(value: str, message: str) -> None:
     assert all(
         e.field.startswith("ENTITLEMENTS_GATEWAY_TRUSTED_PROXIES") for e in caught.value.errors
     )
+
+
+def test_remembered_answers_stay_right_past_the_cache_bound() -> None:
+    proxies = parse_trusted_proxies("10.0.0.0/8")
+    for _ in range(2):  # the second round is answered from memory, then past its bound
+        for i in range(1500):
+            assert proxies.trusts(f"10.0.{i // 256}.{i % 256}")
+            assert not proxies.trusts(f"11.0.{i // 256}.{i % 256}")

@@ -49,8 +49,11 @@ MAX_PATH_LENGTH: Final = 4096
 MAX_SEGMENTS: Final = 64
 
 # RFC 3986 ``path-abempty``: "/" followed by pchars (unreserved, pct-encoded,
-# sub-delims, ":" and "@") and further "/".
-_RAW_PATH_RE: Final = re.compile(r"(?:/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|%[0-9A-Fa-f]{2})*)+")
+# sub-delims, ":" and "@") and further "/". Checked as "no other character" plus
+# "every % starts an escape": two scans of one character class each, several times
+# faster than one alternation per character.
+_NOT_PATH_CHAR_RE: Final = re.compile(r"[^A-Za-z0-9\-._~!$&'()*+,;=:@/%]")
+_BAD_ESCAPE_RE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # What a decoded segment must not hold: a separator by another name, or a control character.
 _DECODED_BAD_RE: Final = re.compile(r"[/\\\x00-\x1f\x7f]")
 _DOTS: Final = frozenset({".", ".."})
@@ -75,7 +78,7 @@ def split_path(target: str) -> tuple[str, ...] | PathRefusal:
         return PathRefusal("the path must start with '/' (origin form, no scheme or host)")
     if "#" in path:
         return PathRefusal("the path holds a '#' (a fragment is never sent)")
-    if not _RAW_PATH_RE.fullmatch(path):
+    if _NOT_PATH_CHAR_RE.search(path) or ("%" in path and _BAD_ESCAPE_RE.search(path)):
         return PathRefusal(
             "the path holds a character outside RFC 3986 (a space, a backslash, a quote,"
             " a control or non-ASCII character) or a malformed %-escape"

@@ -27,7 +27,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from entitlements.errors import FieldError, InvalidInputError
@@ -35,6 +35,7 @@ from entitlements.errors import FieldError, InvalidInputError
 __all__ = ["MAX_PROXY_ENTRIES", "TrustedProxies", "parse_trusted_proxies"]
 
 MAX_PROXY_ENTRIES: Final = 1000
+_CACHE_SIZE: Final = 1024
 _FIELD: Final = "ENTITLEMENTS_GATEWAY_TRUSTED_PROXIES"
 _SPLIT_RE: Final = re.compile(r"[\s,]+")
 
@@ -47,11 +48,22 @@ class TrustedProxies:
 
     networks: tuple[Network, ...] = ()
     unix: bool = False
+    # Answers by peer string: a gateway sees a handful of proxies, and parsing an
+    # address costs microseconds. Bounded: emptied when full.
+    _answers: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
 
     def trusts(self, peer: str | None) -> bool:
         """Is ``peer`` (an address as the ASGI server reports it; ``None``: a Unix socket) trusted?"""
         if peer is None:
             return self.unix
+        answer = self._answers.get(peer)
+        if answer is None:
+            if len(self._answers) >= _CACHE_SIZE:
+                self._answers.clear()
+            answer = self._answers[peer] = self._decide(peer)
+        return answer
+
+    def _decide(self, peer: str) -> bool:
         if not self.networks:
             return False
         try:
