@@ -117,3 +117,18 @@ def test_the_leak_detector_detects() -> None:
         "fastapi.routing",
         "redis",
     ]
+
+
+GATEWAY_MODULES = [
+    "entitlements.gateway.paths",
+    "entitlements.gateway.routes",
+    "entitlements.gateway.route_config",
+    "entitlements.gateway.proxies",
+    "entitlements.gateway.forwarded",
+]
+
+
+@pytest.mark.parametrize("module", GATEWAY_MODULES)
+def test_the_gateway_parts_import_no_framework_driver_or_upper_layer(module: str) -> None:
+    # The route table and the forwarded-request reader are plain Python, like the domain.
+    assert leaks(imported_by(module), DOMAIN_FORBIDDEN) == []
