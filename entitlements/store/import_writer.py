@@ -42,6 +42,7 @@ import asyncpg
 from entitlements.domain.model import MAX_DEPTH
 from entitlements.errors import StoreUnavailableError
 from entitlements.store.changes import REVISION_SQL, bump_revision
+from entitlements.store.ddex import PostgresDdexWriter
 from entitlements.store.graph import depth_refusal
 from entitlements.store.import_connection import ImportConnection
 from entitlements.store.import_rows import (
@@ -241,6 +242,7 @@ class PostgresImportSession:
         self.rejected_ids: dict[str, int] | None = {}
         self.graph_locked = False
         self._committing = False
+        self._ddex: PostgresDdexWriter | None = None
 
     async def begin(self, lock_wait: float) -> int | None:
         """Wait up to ``lock_wait`` seconds for any other import, create the staging
@@ -413,6 +415,13 @@ class PostgresImportSession:
         if not self.graph_locked:
             await self.db.execute("SELECT pg_advisory_xact_lock($1)", AdvisoryLock.GRAPH)
             self.graph_locked = True
+
+    def ddex(self) -> PostgresDdexWriter:
+        """DDEX ERN releases, applied in this transaction (``store.ddex``; after ``begin``:
+        it writes at the revision expected)."""
+        if self._ddex is None:
+            self._ddex = PostgresDdexWriter(self.db, self.revision, self.lock_graph)
+        return self._ddex
 
     # --- after the last batch -----------------------------------------------------
 
