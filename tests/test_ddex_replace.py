@@ -307,3 +307,22 @@ async def test_many_messages_in_batches_answer_as_one_at_a_time(clean: PostgresS
                 "not_licensed"
             )
     assert await count(clean) == 7
+
+
+async def test_an_upload_over_the_limit_is_refused(clean: PostgresStore) -> None:
+    from test_import_helpers import chunked
+
+    from entitlements.service.imports import (
+        ImportLimits,
+        ImportOptions,
+        ImportService,
+    )
+    from entitlements.store.imports import PostgresImportStore
+
+    service = ImportService(PostgresImportStore(clean.pool), ImportLimits(max_message_bytes=2000))
+    report = await service.run(chunked(album(), 1000), ImportOptions(format="ddex"))
+    assert report.status == "failed"
+    assert report.errors[0]["message"] == "the message is over 2,000 bytes; refused"
+    small = await service.run(chunked(ern(), 100), ImportOptions(format="ddex"))
+    assert small.status == "committed", small.errors
+    assert await count(clean) == 1
