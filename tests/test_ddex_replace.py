@@ -326,3 +326,29 @@ async def test_an_upload_over_the_limit_is_refused(clean: PostgresStore) -> None
     small = await service.run(chunked(ern(), 100), ImportOptions(format="ddex"))
     assert small.status == "committed", small.errors
     assert await count(clean) == 1
+
+
+async def test_a_bad_message_after_batches_were_applied_lands_nothing(
+    clean: PostgresStore,
+) -> None:
+    from entitlements.service.imports import ImportLimits
+
+    good = [
+        ern(
+            created=f"2026-03-01T00:{i:02d}:00Z",
+            recordings=(Recording("A1", f"USRC1760{i:04d}"),),
+            releases=(Release("R0", ("A1",), icpn=f"06025279{i:05d}"),),
+        )
+        for i in range(20)
+    ]
+    bad = ern(created="2026-03-02T00:00:00Z", deals=((("R0",), (Deal(territories=("XX",)),)),))
+    before = await clean.revision()
+    report = await import_ddex(clean, bad, *good, limits=ImportLimits(batch_rows=2))
+    assert report.status == "failed"
+    assert (
+        report.errors[0]["field"]
+        == "m1.xml:DealList/ReleaseDeal[1]/Deal[1]/DealTerms/TerritoryCode"
+    )
+    assert await clean.revision() == before
+    for table in ("grants", "ddex_releases", "resource_parents", "resources"):
+        assert await count(clean, table) == 0, table

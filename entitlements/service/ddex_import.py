@@ -36,6 +36,7 @@ a message that names a release the batch already names starts a new batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -60,11 +61,14 @@ from entitlements.service.import_run import ImportRun, OnProgress, Ticker
 from entitlements.service.ports import DdexWriter, ImportSession
 from entitlements.store.ddex_rows import KnownRelease, ReleaseEntry
 
-BATCH_MESSAGES: Final = 1000
+BATCH_MESSAGES: Final = 250
 """Most messages applied in one batch."""
+READ_AHEAD: Final = 16
+"""Messages read ahead while a batch is applied."""
 
 Key = tuple[str, str]
 """(sender, release id in resource form)"""
+_Read = tuple[int, "MessageSource", DdexMessage]
 
 
 def mapping_for(path: Path | None) -> DdexMapping:
@@ -312,25 +316,57 @@ class DdexImport:
         self.names = [s.name for s in ordered]
         writer = self.session.ddex()
         batch = _Batch()
-        for number, source in enumerate(ordered, start=1):
-            message = await asyncio.to_thread(
-                read_message, source.open(), self.mapping, name=source.name
-            )
-            run.bytes += source.size
-            run.records += message.grant_count
-            self.summary.read(number, message)
-            if not message.header.test:
-                item = _Pending(number, message, message_keys(message))
-                if not batch.fits(item, run.limits.batch_rows):
-                    await self._flush(writer, batch)
-                batch.add(item)
-            tick()
-        await self._flush(writer, batch)
+        # The next messages are read (in a thread) while Postgres applies a batch.
+        queue: asyncio.Queue[_Read | BaseException | None] = asyncio.Queue(READ_AHEAD)
+        reader = asyncio.create_task(self._read(ordered, queue))
+        # A full batch is applied while the next one is read and gathered (one at a time).
+        applying: asyncio.Task[None] | None = None
+        try:
+            while (read := await queue.get()) is not None:
+                if isinstance(read, BaseException):
+                    raise read
+                number, source, message = read
+                run.bytes += source.size
+                run.records += message.grant_count
+                self.summary.read(number, message)
+                if not message.header.test:
+                    item = _Pending(number, message, message_keys(message))
+                    if not batch.fits(item, run.limits.batch_rows):
+                        if applying is not None:
+                            await applying
+                        applying = asyncio.create_task(self._flush(writer, batch))
+                        batch = _Batch()
+                    batch.add(item)
+                tick()
+            if applying is not None:
+                await applying
+            await self._flush(writer, batch)
+        finally:
+            for task in (reader, applying):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
         for line, problem in await self.session.graph_problems(run.limits.max_errors):
             name = self.names[line - 1] if 0 < line <= len(self.names) else "a message"
             run.add_errors(None, [FieldError(f"{name}:parents", problem)], row=False)
             run.failed = True
         tick.done()
+
+    async def _read(
+        self, ordered: list[MessageSource], queue: asyncio.Queue[_Read | BaseException | None]
+    ) -> None:
+        """Read the messages in order into ``queue``; then None, or the error that stopped it."""
+        try:
+            for number, source in enumerate(ordered, start=1):
+                message = await asyncio.to_thread(
+                    read_message, source.open(), self.mapping, name=source.name
+                )
+                await queue.put((number, source, message))
+        except Exception as exc:  # the consumer raises it, in its place in the order
+            await queue.put(exc)
+            return
+        await queue.put(None)
 
     async def _order(self, sources: Sequence[MessageSource]) -> list[MessageSource]:
         """The sources by MessageCreatedDateTime (ties keep the order given)."""
