@@ -177,6 +177,9 @@ CREATE TABLE IF NOT EXISTS ddex_releases (
     message_id      text        NOT NULL,
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
+-- Two senders may deliver one release: a link one of them still lists stays.
+CREATE INDEX IF NOT EXISTS ddex_releases_resource ON ddex_releases (resource)
+    WHERE resource IS NOT NULL;
 CREATE TABLE IF NOT EXISTS ddex_release_aliases (
     sender     text   COLLATE "C" NOT NULL,
     alias      text   COLLATE "C" NOT NULL,

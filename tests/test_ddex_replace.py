@@ -352,3 +352,20 @@ async def test_a_bad_message_after_batches_were_applied_lands_nothing(
     assert await clean.revision() == before
     for table in ("grants", "ddex_releases", "resource_parents", "resources"):
         assert await count(clean, table) == 0, table
+
+
+async def test_two_senders_of_one_release_keep_their_own_deals_and_links(
+    clean: PostgresStore,
+) -> None:
+    distributor = "PADPIDA2026030303C"
+    await import_ddex(clean, album(tracks=("A1",)))
+    other = ern(sender=distributor, created="2026-03-02T00:00:00Z", deals=((("R0",), (Deal(),)),))
+    await import_ddex(clean, other)
+    assert await count(clean) == 3  # two from the label, one from the distributor
+    report = await import_ddex(clean, purge("2026-05-01T00:00:00Z"))  # the label's purge
+    assert report.status == "committed" and counts(report)[4] == 2
+    # the distributor's deal and its link of the track to the release stay
+    assert await reason(clean, SUB, T1, "stream", "GB", JUNE) == "granted"
+    assert await reason(clean, AD, T1, "stream", "GB", JUNE) == "not_licensed"
+    sources = await clean.pool.fetch("SELECT DISTINCT source FROM grants")
+    assert [r[0] for r in sources] == [f"ddex:{distributor}"]

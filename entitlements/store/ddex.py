@@ -170,12 +170,17 @@ _FOLD_SQL: Final = (
     "DELETE FROM ddex_releases WHERE id IN (SELECT unnest(merged) FROM ddex_e)",
 )
 
-# Links no message lists any more (a purged release lists none) ...
+# Links no message lists any more (a purged release lists none), unless another
+# sender's record of the same release still lists the track ...
 _REMOVE_LINKS_SQL: Final = """
 WITH gone AS (
     SELECT child, parent, min(mno) AS mno FROM ddex_old_links o
     WHERE NOT EXISTS (
         SELECT 1 FROM ddex_new_links n WHERE n.child = o.child AND n.parent = o.parent)
+      AND NOT EXISTS (
+        SELECT 1 FROM ddex_releases r
+        WHERE r.resource = o.parent AND o.child = ANY(r.tracks)
+          AND NOT EXISTS (SELECT 1 FROM ddex_e e WHERE r.id = e.rid OR r.id = ANY(e.merged)))
     GROUP BY child, parent
 ), del AS (
     DELETE FROM resource_parents p USING gone g
