@@ -205,3 +205,19 @@ async def test_the_openapi_document_shows_xml_and_the_ddex_report(api: Api) -> N
     )
     get = spec["paths"]["/v1/imports/{import_id}"]["get"]
     assert "ddex" in get["responses"]["200"]["content"]["application/json"]["schema"]["properties"]
+
+
+async def test_the_server_reads_uploads_with_its_mapping(
+    clean: PostgresStore, pg_dsn: str, tmp_path: Path
+) -> None:
+    mapping = tmp_path / "mapping.json"
+    mapping.write_text('{"subjects": {"SubscriptionModel": "role:plan:premium"}}')
+    async with running(settings_for(pg_dsn, ddex_mapping=mapping)) as (client, state):
+        api = Api(client, state)
+        response = await api.client.post("/v1/imports", content=ern(), headers=importer(api) | XML)
+        assert response.status_code == 200, response.text
+        revision = response.json()["revision"]
+        premium = api.token("alice", roles=("plan:premium",))
+        assert (await api.check(premium, **ASK, min_revision=revision))["allowed"] is True
+        ddex = api.token("bob", roles=("ddex:SubscriptionModel",))
+        assert (await api.check(ddex, **ASK, min_revision=revision))["allowed"] is False
