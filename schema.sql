@@ -155,3 +155,52 @@ CREATE TABLE IF NOT EXISTS ent_schema (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     digest    text    NOT NULL
 );
+
+-- DDEX ERN deal feeds (issue 13): what each sender's messages said about each
+-- release, so a later message can replace it (entitlements/store/ddex.py).
+-- One row per (sender, release) as the sender knows it: release_key is the id the
+-- last message named it by; ddex_release_aliases holds every id it was ever named
+-- by (ICPN, GRid, ISRC, ProprietaryId), so a message or purge naming it by
+-- another of them still finds it. message_created is the MessageCreatedDateTime
+-- last applied to it: an older message is stale for it. resource and tracks are
+-- where its deals apply and the tracks it lists (each given resource as a
+-- parent); state: 'live', 'purged' (a PurgeReleaseMessage) or 'dropped' (a
+-- track release no release that carried it carries any more).
+CREATE TABLE IF NOT EXISTS ddex_releases (
+    id              bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    sender          text        COLLATE "C" NOT NULL,
+    release_key     text        COLLATE "C" NOT NULL,
+    resource        text        COLLATE "C",
+    tracks          text[]      COLLATE "C" NOT NULL DEFAULT '{}',
+    state           text        NOT NULL CHECK (state IN ('live', 'purged', 'dropped')),
+    message_created timestamptz NOT NULL,
+    message_id      text        NOT NULL,
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+-- Two senders may deliver one release: a link one of them still lists stays.
+CREATE INDEX IF NOT EXISTS ddex_releases_resource ON ddex_releases (resource)
+    WHERE resource IS NOT NULL;
+CREATE TABLE IF NOT EXISTS ddex_release_aliases (
+    sender     text   COLLATE "C" NOT NULL,
+    alias      text   COLLATE "C" NOT NULL,
+    release_id bigint NOT NULL REFERENCES ddex_releases (id) ON DELETE CASCADE,
+    PRIMARY KEY (sender, alias)
+);
+CREATE INDEX IF NOT EXISTS ddex_release_aliases_release ON ddex_release_aliases (release_id);
+-- Which release each grant from a DDEX message came from: the grants a later
+-- message for that release replaces. No foreign key to grants (a grant deleted
+-- by hand leaves a link to nothing, which replacing ignores).
+CREATE TABLE IF NOT EXISTS ddex_grants (
+    grant_id   text   COLLATE "C" PRIMARY KEY,
+    release_id bigint NOT NULL REFERENCES ddex_releases (id) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS ddex_grants_release ON ddex_grants (release_id);
+-- Track releases and the releases whose messages carried them (a track release
+-- delivered on its own is its own release here): one that no release carries
+-- any more loses its grants.
+CREATE TABLE IF NOT EXISTS ddex_track_releases (
+    release_id       bigint NOT NULL REFERENCES ddex_releases (id) ON DELETE CASCADE,
+    track_release_id bigint NOT NULL REFERENCES ddex_releases (id) ON DELETE CASCADE,
+    PRIMARY KEY (release_id, track_release_id)
+);
+CREATE INDEX IF NOT EXISTS ddex_track_releases_track ON ddex_track_releases (track_release_id);

@@ -143,6 +143,12 @@ class Settings(BaseSettings):
         description="how long an import waits for another one to finish before it is"
         " refused with 409 and Retry-After",
     )
+    # --- DDEX ERN deal feeds (issue 13) ---
+    ddex_mapping: Path | None = Field(
+        default=None,
+        description="how DDEX deals become grants: a TOML or JSON mapping file (README, 'DDEX"
+        " ERN deal feeds'); unset: the defaults",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)

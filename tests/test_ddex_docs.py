@@ -1,102 +1,90 @@
-"""docs/ddex.md says what its example message licenses: every check in its table, asked here."""
+"""The README's "DDEX ERN deal feeds" says what its example messages do: the example is
+the file it names, its grants are those the reader makes, and every check in its table
+is asked of real Postgres after importing the files the table names, in order."""
 
 from __future__ import annotations
 
-import io
 import re
-from datetime import datetime
+import tomllib
 from pathlib import Path
 
-import pytest
+from ddex_import_support import import_ddex, lines, reason
 
-from entitlements.ddex import DdexMessage, read_message
-from entitlements.domain.model import grant_from_mapping
-from entitlements.domain.policy import Query, decide, subjects_for
+from entitlements.ddex import load_mapping, read_message
+from entitlements.store.postgres import PostgresStore
 
-DOC = (Path(__file__).parent.parent / "docs" / "ddex.md").read_text(encoding="utf-8")
-
-
-def example() -> DdexMessage:
-    (xml,) = re.findall(r"```xml\n(.*?)```", DOC, re.S)
-    return read_message(io.BytesIO(xml.encode()), name="single.xml")
+ROOT = Path(__file__).parent.parent
+EXAMPLES = ROOT / "docs" / "examples" / "ddex"
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+SECTION = README.split("## DDEX ERN deal feeds")[1].split("\n## ")[0]
 
 
-def checks() -> list[tuple[str, str, str, str, str, str]]:
-    table = DOC.split("<!-- checks -->")[1].split("<!-- /checks -->")[0]
+def checks() -> list[list[str]]:
+    table = SECTION.split("<!-- ddex-checks -->")[1].split("<!-- /ddex-checks -->")[0]
     rows = [line for line in table.strip().splitlines()[2:] if line.startswith("|")]
-    out = []
-    for row in rows:
-        cells = [c.strip().strip("`") for c in row.strip("|").split("|")]
-        assert len(cells) == 6, row
-        out.append((cells[0], cells[1], cells[2], cells[3], cells[4], cells[5]))
+    out = [[c.strip().strip("`") for c in row.strip("|").split("|")] for row in rows]
+    assert all(len(cells) == 7 for cells in out)
     return out
 
 
-def test_the_example_maps_to_the_grants_the_doc_shows() -> None:
-    message = example()
+def test_the_example_is_the_file() -> None:
+    (xml,) = re.findall(r"```xml\n(.*?)```", SECTION, re.S)
+    assert xml == (EXAMPLES / "single.xml").read_text(encoding="utf-8")
+    (toml,) = re.findall(r"```toml\n(.*?)```", SECTION, re.S)
+    assert tomllib.loads(toml) == tomllib.loads((EXAMPLES / "mapping.toml").read_text())
+    load_mapping(EXAMPLES / "mapping.toml")
+
+
+def test_every_file_the_commands_name_exists() -> None:
+    named = set(re.findall(r"docs/examples/ddex/[\w.-]+", SECTION))
+    assert named and all((ROOT / n).is_file() for n in named), named
+
+
+def test_the_example_gives_the_grants_the_table_shows() -> None:
+    message = read_message(EXAMPLES / "single.xml")
     rows = sorted(
-        (
-            g["subject"],
-            g["resource"],
-            g["actions"],
-            g["territories"],
-            g.get("exclude_territories"),
-            g.get("valid_from"),
-            g.get("valid_until"),
-        )
+        (g["subject"], g["resource"], g["actions"], g["territories"], g.get("exclude_territories"))
         for r in message.releases
         for g in r.grants
     )
     assert rows == [
         (
             "role:ddex:AdvertisementSupportedModel",
-            "release:0602527894567",
+            "release:0602577123452",
             ["stream"],
             ["*"],
             ["DE"],
-            "2026-03-06T00:00:00Z",
-            "2027-01-01T00:00:00Z",
         ),
-        (
-            "role:ddex:PayAsYouGoModel",
-            "track:USRC17607839",
-            ["download"],
-            ["GB", "IE"],
-            None,
-            "2026-03-06T00:00:00Z",
-            None,
-        ),
+        ("role:ddex:PayAsYouGoModel", "track:GBAYE2600001", ["download"], ["GB", "IE"], None),
         (
             "role:ddex:SubscriptionModel",
-            "release:0602527894567",
+            "release:0602577123452",
             ["offline", "stream"],
             ["*"],
             None,
-            "2026-03-06T00:00:00Z",
-            None,
         ),
     ]
-    single = message.releases[0]
-    assert single.tracks == ("track:USRC17607839",)
+    assert message.skipped_deals() == {"channel": 1}
+    assert message.releases[0].tracks == ("track:GBAYE2600001",)
 
 
-@pytest.mark.parametrize(("roles", "resource", "action", "territory", "at", "answer"), checks())
-def test_each_check_in_the_doc(
-    roles: str, resource: str, action: str, territory: str, at: str, answer: str
-) -> None:
-    message = example()
-    parents: dict[str, set[str]] = {}
-    for release in message.releases:
-        for track in release.tracks:
-            assert release.resource is not None
-            parents.setdefault(track, set()).add(release.resource)
-    grants = [grant_from_mapping(g) for r in message.releases for g in r.grants]
-    resources = frozenset({resource, *parents.get(resource, set())})
-    when = datetime.fromisoformat(at.replace("Z", "+00:00"))
-    query = Query(subjects_for("alice", roles.split(",")), resources, action, territory, when)
-    assert decide(grants, query, 1).reason == answer
+async def test_each_check_in_the_readme(clean: PostgresStore) -> None:
+    imported: str | None = None
+    wrong = []
+    for after, roles, resource, action, territory, at, answer in checks():
+        file = after.split()[0].strip("`")
+        if after != imported:
+            report = await import_ddex(clean, EXAMPLES / file)
+            assert report.status == "committed", report.errors
+            if "stale" in after:
+                assert lines(report)[0]["status"] == "stale"
+            imported = after
+        got = await reason(clean, tuple(roles.split(",")), resource, action, territory, at)
+        if got != answer:
+            wrong.append(f"after {after}: {roles} {resource} {action} {territory} {at}: {got}")
+    assert wrong == []
 
 
-def test_the_doc_has_checks_of_every_kind() -> None:
+def test_the_readme_has_checks_of_every_kind() -> None:
     answers = {row[-1] for row in checks()}
     assert answers == {"granted", "not_yet_valid", "expired", "territory", "not_licensed"}

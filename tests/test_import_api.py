@@ -202,6 +202,10 @@ async def test_a_big_import_invalidates_every_cached_answer(api: Api) -> None:
 async def test_the_imports_are_in_the_openapi_document(api: Api) -> None:
     spec = (await api.client.get("/openapi.json")).json()
     post = spec["paths"]["/v1/imports"]["post"]
-    assert set(post["requestBody"]["content"]) == {"text/csv", "application/x-ndjson"}
+    assert set(post["requestBody"]["content"]) == {
+        "text/csv",
+        "application/x-ndjson",
+        "application/xml",
+    }
     assert {p["name"] for p in post["parameters"]} >= {"format", "dry_run", "replace_source"}
     assert "/v1/imports/{import_id}" in spec["paths"]

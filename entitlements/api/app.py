@@ -36,6 +36,7 @@ from entitlements.cache.redis import RedisGrantCache
 from entitlements.cache.source import CachedGrantSource
 from entitlements.errors import StoreUnavailableError
 from entitlements.service.checks import CheckService, GrantSource, StoreGrantSource
+from entitlements.service.ddex_import import mapping_for
 from entitlements.service.imports import ImportLimits, ImportService
 from entitlements.service.tokens import TokenService
 from entitlements.settings import Settings
@@ -159,6 +160,8 @@ def create_app(settings: Settings) -> FastAPI:
             " Postgres when ENTITLEMENTS_DATABASE_URL is unset"
         )
     dsn = settings.database_url
+    # A mapping file that cannot be read stops the start, naming the file and the key.
+    ddex_mapping = mapping_for(settings.ddex_mapping)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
@@ -231,6 +234,7 @@ def create_app(settings: Settings) -> FastAPI:
             imports=ImportService(
                 PostgresImportStore(store.pool, dsn=dsn),
                 ImportLimits(lock_timeout=settings.import_lock_wait),
+                ddex_mapping=ddex_mapping,
             ),
             auth=build_verifiers(settings, keyset, tokens),
             follower=follower,

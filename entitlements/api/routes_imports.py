@@ -3,7 +3,10 @@
 
 The body (CSV or NDJSON: by ``?format=``, else by ``Content-Type``) is read
 chunk by chunk as it arrives and fed to the import, never held whole, so an
-upload of any size uses flat memory. The POST answers once the import has
+upload of any size uses flat memory. A DDEX ERN message (``application/xml`` or
+``?format=ddex``: one message per upload) is spooled to a temporary file and
+read from there (the server's mapping: ``ENTITLEMENTS_DDEX_MAPPING``); the report
+then has a ``ddex`` object (``service.ddex_report``). The POST answers once the import has
 committed or failed, with its report: 200 for a commit or a dry run, 422
 (problem+json, the report under ``import``) when the file was refused, so
 nothing was imported. ``GET`` returns the same report later.
@@ -42,6 +45,79 @@ CONTENT_TYPES: dict[str, Format] = {
     "application/jsonl": "ndjson",
     "application/x-jsonlines": "ndjson",
     "application/jsonlines": "ndjson",
+    "application/xml": "ddex",
+    "text/xml": "ddex",
+}
+
+_COUNT = {"type": "integer"}
+_COUNTS = {"type": "object", "additionalProperties": {"type": "integer"}}
+DDEX_SCHEMA: dict[str, Any] = {
+    "type": ["object", "null"],
+    "description": "DDEX imports: what the messages said and did (null for CSV and NDJSON)",
+    "properties": {
+        **{
+            k: _COUNT
+            for k in (
+                "messages",
+                "test_messages",
+                "stale_messages",
+                "releases",
+                "deals",
+                "grants",
+                "links_added",
+                "links_removed",
+                "stale_count",
+            )
+        },
+        "skipped_deals": _COUNTS,
+        "skipped_resources": _COUNTS,
+        "stale": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "message": {"type": "string"},
+                    "message_id": {"type": "string"},
+                    "release": {"type": "string"},
+                    "created": {"type": "string", "format": "date-time"},
+                    "applied": {"type": "string", "format": "date-time"},
+                },
+            },
+        },
+        "lines": {
+            "type": "array",
+            "description": "one per message, in the order applied",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "message": {"type": "string"},
+                    "message_id": {"type": "string"},
+                    "sender": {"type": "string"},
+                    "type": {"enum": ["NewReleaseMessage", "PurgeReleaseMessage"]},
+                    "version": {"type": "string"},
+                    "created": {"type": "string", "format": "date-time"},
+                    "test": {"type": "boolean"},
+                    "status": {"enum": ["applied", "stale", "partly_stale", "test", "read"]},
+                    **{
+                        k: _COUNT
+                        for k in (
+                            "releases",
+                            "deals",
+                            "grants",
+                            "inserted",
+                            "updated",
+                            "unchanged",
+                            "deleted",
+                            "links_added",
+                            "links_removed",
+                            "stale",
+                        )
+                    },
+                    "skipped_deals": _COUNTS,
+                },
+            },
+        },
+    },
 }
 
 REPORT_SCHEMA: dict[str, Any] = {
@@ -49,7 +125,7 @@ REPORT_SCHEMA: dict[str, Any] = {
     "properties": {
         "id": {"type": "string"},
         "status": {"enum": ["running", "committed", "failed", "dry_run"]},
-        "format": {"enum": ["csv", "ndjson"]},
+        "format": {"enum": ["csv", "ndjson", "ddex"]},
         "kind": {"enum": ["grant", "resource"]},
         "source": {"type": ["string", "null"]},
         "dry_run": {"type": "boolean"},
@@ -78,6 +154,7 @@ REPORT_SCHEMA: dict[str, Any] = {
         "started_at": {"type": "string", "format": "date-time"},
         "finished_at": {"type": ["string", "null"], "format": "date-time"},
         "created_by": {"type": "string"},
+        "ddex": DDEX_SCHEMA,
     },
 }
 
@@ -100,11 +177,12 @@ def format_of(request: Request, explicit: Format | None) -> Format | None:
 
 @router.post(
     "/imports",
-    summary="Bulk-import grants or resources (CSV or NDJSON body, streamed; all or nothing)",
+    summary="Bulk-import grants or resources (CSV or NDJSON body, streamed; or one DDEX ERN"
+    " message; all or nothing)",
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"text/csv": _BODY, "application/x-ndjson": _BODY},
+            "content": {"text/csv": _BODY, "application/x-ndjson": _BODY, "application/xml": _BODY},
         }
     },
     responses={
@@ -118,7 +196,7 @@ def format_of(request: Request, explicit: Format | None) -> Format | None:
 async def create_import(
     request: Request,
     token: Importer,
-    format: Annotated[Literal["csv", "ndjson"] | None, Query()] = None,
+    format: Annotated[Literal["csv", "ndjson", "ddex"] | None, Query()] = None,
     kind: Annotated[Literal["grant", "resource"], Query()] = "grant",
     dry_run: Annotated[bool, Query()] = False,
     skip_invalid: Annotated[bool, Query()] = False,
@@ -130,7 +208,8 @@ async def create_import(
             415,
             "unsupported-media-type",
             "Unsupported media type",
-            "send text/csv or application/x-ndjson, or say ?format=csv|ndjson",
+            "send text/csv, application/x-ndjson or application/xml (a DDEX ERN message),"
+            " or say ?format=csv|ndjson|ddex",
         )
     chosen_kind: Kind = kind
     options = ImportOptions(

@@ -1,7 +1,11 @@
-"""``entitlements import FILE``: the bulk import from the command line.
+"""``entitlements import FILE [FILE …]``: the bulk import from the command line.
 
 The file is streamed (memory stays flat whatever its size) into one
 transaction; see ``entitlements.service.imports`` for what an import does.
+DDEX ERN messages (``.xml``, or a file whose first markup is an element:
+``--format ddex``) may be several: they are one import, applied in
+``MessageCreatedDateTime`` order, with the mapping of ``--mapping FILE`` or
+``ENTITLEMENTS_DDEX_MAPPING`` (``entitlements.service.ddex_import``).
 
 - Progress goes to stderr: a rich bar (bytes of the file, rows, rows/s) when
   stderr is a terminal, otherwise a plain line about once a second (logs, CI).
@@ -17,7 +21,7 @@ import getpass
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -37,6 +41,7 @@ from entitlements.domain.values import text_problem
 from entitlements.service.import_formats import Format, Kind
 
 if TYPE_CHECKING:  # the service, asyncpg and the store load only when an import runs
+    from entitlements.ddex import DdexMapping
     from entitlements.service.imports import ImportOptions, ImportReport, Progress
     from entitlements.settings import Settings
 
@@ -45,25 +50,32 @@ EXTENSIONS: dict[str, Format] = {
     ".ndjson": "ndjson",
     ".jsonl": "ndjson",
     ".json": "ndjson",
+    ".xml": "ddex",
 }
 SHOWN_ERRORS = 20
+SHOWN_MESSAGES = 50
 IMPORT_SWITCH_INTERVAL = 0.0005  # seconds (Python's default: 0.005)
 PLAIN_EVERY = 1.0  # seconds between plain progress lines
 
 
 def import_command(
-    file: Annotated[
-        Path,
+    files: Annotated[
+        list[Path],
         typer.Argument(
-            help="the file to import (CSV with a header row, or NDJSON)",
+            help="the file to import (CSV with a header row, or NDJSON); or DDEX ERN messages,"
+            " one or more: one import",
             exists=True,
             dir_okay=False,
             readable=True,
+            metavar="FILE...",
         ),
     ],
     format: Annotated[
         Format | None,
-        typer.Option("--format", help="csv or ndjson (default: from the file's extension)"),
+        typer.Option(
+            "--format",
+            help="csv, ndjson or ddex (default: from the file's extension, or XML markup: ddex)",
+        ),
     ] = None,
     kind: Annotated[
         Kind,
@@ -88,6 +100,18 @@ def import_command(
     json_output: Annotated[
         bool, typer.Option("--json", help="print the full report as JSON on stdout")
     ] = False,
+    mapping: Annotated[
+        Path | None,
+        typer.Option(
+            "--mapping",
+            metavar="FILE",
+            help="DDEX: how deals become grants, a TOML or JSON file (default:"
+            " ENTITLEMENTS_DDEX_MAPPING, else the defaults in the README)",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
+    ] = None,
     processes: Annotated[
         int | None,
         typer.Option(
@@ -99,12 +123,16 @@ def import_command(
         ),
     ] = None,
 ) -> None:
-    """Bulk-import grants or resources: validated, all or nothing, idempotent."""
+    """Bulk-import grants or resources, or DDEX ERN deal messages: validated, all or
+    nothing, idempotent."""
     from entitlements.service.imports import ImportOptions
 
-    chosen = format or EXTENSIONS.get(file.suffix.lower())
-    if chosen is None:
-        raise fail(f"cannot tell the format of {file.name}: give --format csv or ndjson", 2)
+    chosen = format or _detect(files)
+    if len(files) > 1 and chosen != "ddex":
+        raise fail("several files are one import only for DDEX messages: import them one by one", 2)
+    if mapping is not None and chosen != "ddex":
+        raise fail("--mapping applies to DDEX messages (--format ddex)", 2)
+    file = files[0]
     options = ImportOptions(
         format=chosen,
         kind=kind,
@@ -114,9 +142,15 @@ def import_command(
         created_by=_who(),
     )
     settings = load_settings()
-    with database(settings) as s, ProgressDisplay(file.stat().st_size) as show:
-        size = file.stat().st_size
-        report = run(lambda: _import(s, file, size, options, show, processes))
+    if chosen == "ddex":
+        ddex_mapping = _mapping(mapping or settings.ddex_mapping)
+        total = sum(f.stat().st_size for f in files)
+        with database(settings) as s, ProgressDisplay(total) as show:
+            report = run(lambda: _import_ddex(s, files, options, show, ddex_mapping))
+    else:
+        with database(settings) as s, ProgressDisplay(file.stat().st_size) as show:
+            size = file.stat().st_size
+            report = run(lambda: _import(s, file, size, options, show, processes))
     if json_output:
         typer.echo(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode())
     else:
@@ -127,6 +161,72 @@ def import_command(
             " nothing was imported",
             2,
         )
+
+
+def _detect(files: list[Path]) -> Format:
+    """The format of the files: by extension, else XML markup (DDEX) at the start."""
+    found = {EXTENSIONS.get(f.suffix.lower()) or _sniff(f) for f in files}
+    if None in found:
+        bad = next(f for f in files if (EXTENSIONS.get(f.suffix.lower()) or _sniff(f)) is None)
+        raise fail(f"cannot tell the format of {bad.name}: give --format csv, ndjson or ddex", 2)
+    if len(found) > 1:
+        raise fail("the files are of different formats: import them one by one", 2)
+    chosen = found.pop()
+    assert chosen is not None
+    return chosen
+
+
+def _sniff(file: Path) -> Format | None:
+    """``ddex`` for a file whose first markup is an XML declaration or element (the
+    reader then checks that its root is an ERN message, naming what it found)."""
+    try:
+        with file.open("rb") as f:
+            head = f.read(1024)
+    except OSError:
+        return None
+    head = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    return "ddex" if head.startswith(b"<") else None
+
+
+def check_ddex_mapping(settings: Settings) -> None:
+    """Refuse to start with an ``ENTITLEMENTS_DDEX_MAPPING`` that cannot be used (exit 2)."""
+    if settings.ddex_mapping is not None:
+        _mapping(settings.ddex_mapping)
+
+
+def _mapping(path: Path | None) -> DdexMapping:
+    from entitlements.errors import InvalidInputError
+    from entitlements.service.ddex_import import mapping_for
+
+    try:
+        return mapping_for(path)
+    except InvalidInputError as exc:
+        raise fail(f"the DDEX mapping is refused: {exc}", 2) from None
+
+
+async def _import_ddex(
+    settings: Settings,
+    files: list[Path],
+    options: ImportOptions,
+    show: ProgressDisplay,
+    mapping: DdexMapping,
+) -> ImportReport:
+    from entitlements.service.imports import ImportLimits, ImportService, MessageSource
+    from entitlements.store.imports import PostgresImportStore
+    from entitlements.store.postgres import PostgresStore
+
+    assert settings.database_url is not None
+    store = await PostgresStore.open(
+        settings.database_url, min_size=1, max_size=2, timeout=settings.db_timeout
+    )
+    try:
+        limits = ImportLimits(lock_timeout=settings.import_lock_wait)
+        imports = PostgresImportStore(store.pool, dsn=settings.database_url)
+        service = ImportService(imports, limits, ddex_mapping=mapping)
+        sources = [MessageSource(f.name, path=f, size=f.stat().st_size) for f in files]
+        return await service.run_ddex(sources, options, progress=show)
+    finally:
+        await store.close()
 
 
 async def _import(
@@ -176,6 +276,8 @@ def summary(report: ImportReport) -> str:
         f" {c.unchanged:,}  deleted {c.deleted:,}  rejected {c.rejected:,}",
     ]
     lines.extend(f"note: {n}" for n in report.notes)
+    if report.ddex is not None:
+        lines.extend(ddex_summary(report.ddex.to_json()))
     for e in report.errors[:SHOWN_ERRORS]:
         where = f"line {e['line']}" if e["line"] is not None else "file"
         field = f" {e['field']}" if e["field"] else ""
@@ -186,6 +288,39 @@ def summary(report: ImportReport) -> str:
             f"  … and {more:,} more (the full report: --json, or GET /v1/imports/{report.id})"
         )
     return "\n".join(lines)
+
+
+def ddex_summary(ddex: dict[str, Any]) -> list[str]:
+    """What the messages said and did: totals, then a line per message and the stale releases."""
+
+    def counted(counts: dict[str, int]) -> str:
+        return ", ".join(f"{k} {v:,}" for k, v in counts.items()) or "none"
+
+    out = [
+        f"messages {ddex['messages']:,} (test {ddex['test_messages']:,}, stale"
+        f" {ddex['stale_messages']:,})  releases {ddex['releases']:,}  deals {ddex['deals']:,}"
+        f"  grants {ddex['grants']:,}  track links +{ddex['links_added']:,}"
+        f" -{ddex['links_removed']:,}",
+        f"skipped deals: {counted(ddex['skipped_deals'])}",
+    ]
+    for x in ddex["lines"][:SHOWN_MESSAGES]:
+        out.append(
+            f"  {x['created']} {x['message']} ({x['type']} {x['version']}, {x['message_id']}):"
+            f" {x['status']}  releases {x['releases']:,}  deals {x['deals']:,}  inserted"
+            f" {x['inserted']:,}  updated {x['updated']:,}  unchanged {x['unchanged']:,}"
+            f"  deleted {x['deleted']:,}"
+            + (f"  skipped {counted(x['skipped_deals'])}" if x["skipped_deals"] else "")
+        )
+    if ddex["messages"] > SHOWN_MESSAGES:
+        out.append(f"  … and {ddex['messages'] - SHOWN_MESSAGES:,} more messages (--json)")
+    for x in ddex["stale"][:SHOWN_ERRORS]:
+        out.append(
+            f"  stale: {x['release']} in {x['message']} (created {x['created']}; one from"
+            f" {x['applied']} was applied before)"
+        )
+    if ddex["stale_count"] > SHOWN_ERRORS:
+        out.append(f"  … and {ddex['stale_count'] - SHOWN_ERRORS:,} more stale releases (--json)")
+    return out
 
 
 def first_error(report: ImportReport) -> str:

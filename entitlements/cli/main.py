@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from entitlements.cli.environment import database, fail, load_settings, run
-from entitlements.cli.importing import import_command
+from entitlements.cli.importing import check_ddex_mapping, import_command
 from entitlements.settings import Settings
 from entitlements_client import parse_duration
 
@@ -66,6 +66,7 @@ def serve(
 ) -> None:
     """Serve the REST API (embedded Postgres when ENTITLEMENTS_DATABASE_URL is unset)."""
     settings = load_settings(host=host, port=port, workers=workers)
+    check_ddex_mapping(settings)
     with database(settings) as s:
         serve_app(s, host=s.host, port=s.port, workers=s.workers)
 
@@ -79,6 +80,7 @@ def demo(
     from entitlements.cli.demo import load_demo
 
     settings = load_settings(host=host, port=port)
+    check_ddex_mapping(settings)
     with database(settings) as s:
         assert s.database_url is not None
         lines = run(lambda: load_demo(s))

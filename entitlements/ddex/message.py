@@ -40,6 +40,7 @@ from entitlements.ddex.stream import Node, Record, Root, Source, records
 # "ddex:" + the sender must be a valid grant source (entitlements.domain.model).
 _SENDER_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~@+/:=-]{0,94}")
 MAX_MESSAGE_ID: Final = 200
+HEADER_READ: Final = 4096
 CONTROL_TYPES: Final = ("LiveMessage", "TestMessage")
 
 
@@ -64,7 +65,9 @@ def source_name(source: Source, name: str | None = None) -> str:
 def read_header(source: Source, *, name: str | None = None) -> MessageHeader:
     """Only the header (reads no further than ``MessageHeader``): for ordering messages."""
     label = source_name(source, name)
-    stream = records(source, name=label)
+    # Small reads: lxml parses each read whole before it yields, and the header is
+    # near the start (ordering 10,000 messages read each whole twice, otherwise).
+    stream = records(source, name=label, read_size=HEADER_READ)
     try:
         root = cast(Root, next(stream))
         for item in stream:

@@ -99,8 +99,14 @@ class Record:
     node: Node
 
 
-def records(source: Source, *, name: str) -> Generator[Root | Record, None, None]:
+def records(
+    source: Source, *, name: str, read_size: int | None = None
+) -> Generator[Root | Record, None, None]:
     """The message's root, then its records in document order.
+
+    ``read_size``: read the source this many bytes at a time (lxml parses what it
+    is given before it yields: a reader that stops early, like ``read_header``,
+    reads less with small reads; the default reads 64 KiB at a time).
 
     Raises ``InvalidInputError`` naming ``name`` for anything that is not a
     well-formed ERN NewReleaseMessage or PurgeReleaseMessage.
@@ -108,11 +114,26 @@ def records(source: Source, *, name: str) -> Generator[Root | Record, None, None
     if isinstance(source, str | os.PathLike):
         try:
             with open(source, "rb") as handle:
-                yield from _records(handle, name)
+                yield from _records(_limited(handle, read_size), name)
         except OSError as exc:
             raise refuse(name, "", f"cannot be read: {exc.strerror or exc}") from None
     else:
-        yield from _records(source, name)
+        yield from _records(_limited(source, read_size), name)
+
+
+class _Limited:
+    """A binary file read at most ``size`` bytes at a time."""
+
+    def __init__(self, handle: IO[bytes], size: int) -> None:
+        self._handle = handle
+        self._size = size
+
+    def read(self, size: int = -1) -> bytes:
+        return self._handle.read(self._size if size < 0 else min(size, self._size))
+
+
+def _limited(handle: IO[bytes], size: int | None) -> IO[bytes]:
+    return handle if size is None else _Limited(handle, size)  # type: ignore[return-value]
 
 
 def _records(handle: IO[bytes], name: str) -> Generator[Root | Record, None, None]:

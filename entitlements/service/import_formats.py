@@ -61,7 +61,8 @@ from entitlements.service.strict_json import encoding_problem, json_problem, loa
 from entitlements.service.strict_json import find_duplicate as _find_duplicate
 from entitlements.service.strict_json import surely_unique as _surely_unique
 
-Format = Literal["ndjson", "csv"]
+Format = Literal["ndjson", "csv", "ddex"]
+"""DDEX ERN messages are read by ``entitlements.ddex`` (``service.ddex_import``)."""
 Kind = Literal["grant", "resource"]
 
 MAX_LINE_BYTES: Final = 64 * 1024

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -16,6 +16,9 @@ from entitlements.domain.model import format_time, grant_from_mapping
 from entitlements.errors import FieldError, InvalidInputError
 from entitlements.service.import_formats import MAX_LINE_BYTES, Format, Kind
 from entitlements.service.import_workers import SEGMENT_BYTES
+
+if TYPE_CHECKING:  # the DDEX reader (lxml) loads only for a DDEX import
+    from entitlements.service.ddex_report import DdexSummary
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,8 @@ class ImportLimits:
     parallel_from_bytes: int = 16 << 20
     """Inputs of at least this size (when known) are read by the worker processes."""
     segment_bytes: int = SEGMENT_BYTES
+    max_message_bytes: int = 512 << 20
+    """The largest DDEX message an upload may send (it is spooled to a temporary file)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +83,8 @@ class ImportReport:
     ``status``: ``running``, ``committed``, ``failed`` or ``dry_run``.
     ``errors`` holds the first ``max_errors`` problems; ``error_count`` all of them.
     ``revision`` is the data revision after the import (unchanged when nothing
-    changed; for a dry run, the revision it was computed at).
+    changed; for a dry run, the revision it was computed at). ``ddex``: what the
+    messages of a DDEX import said and did (``service.ddex_report``), else None.
     """
 
     id: str
@@ -96,14 +102,23 @@ class ImportReport:
     notes: list[str] = field(default_factory=list)
     revision: int | None = None
     finished_at: datetime | None = None
+    ddex: DdexSummary | None = None
 
     @property
     def ok(self) -> bool:
         return self.status in {"committed", "dry_run"}
 
+    def nothing_landed(self) -> None:
+        """A failed import: it changed nothing (the counts say so)."""
+        c = self.counts
+        c.inserted = c.updated = c.unchanged = c.deleted = 0
+        if self.ddex is not None:
+            self.ddex.rolled_back()
+
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["counts"] = asdict(self.counts)
+        out["ddex"] = None if self.ddex is None else self.ddex.to_json()
         out["started_at"] = format_time(self.started_at)
         out["finished_at"] = format_time(self.finished_at)
         return out
@@ -116,10 +131,12 @@ class ImportReport:
 def check_options(options: ImportOptions) -> None:
     """Refuse impossible combinations before anything is read (exit code 2 / HTTP 422)."""
     errors: list[FieldError] = []
-    if options.format not in ("ndjson", "csv"):
-        errors.append(FieldError("format", "must be 'csv' or 'ndjson'"))
+    if options.format not in ("ndjson", "csv", "ddex"):
+        errors.append(FieldError("format", "must be 'csv', 'ndjson' or 'ddex'"))
     if options.kind not in ("grant", "resource"):
         errors.append(FieldError("kind", "must be 'grant' or 'resource'"))
+    if options.format == "ddex":
+        errors.extend(_ddex_problems(options))
     if options.replace_source is not None:
         # A source name follows the rule of a grant's source field: ask the validator.
         probe = dict(id="x", subject="*", resource="x:x", actions=["x"], territories=["*"])
@@ -133,6 +150,25 @@ def check_options(options: ImportOptions) -> None:
             )
     if errors:
         raise InvalidInputError(errors)
+
+
+def _ddex_problems(options: ImportOptions) -> list[FieldError]:
+    errors = []
+    if options.kind != "grant":
+        errors.append(FieldError("kind", "a DDEX message is deals: give no kind"))
+    if options.replace_source is not None:
+        errors.append(
+            FieldError(
+                "replace_source",
+                "DDEX messages replace per release (each is the whole truth about the releases"
+                " it carries, for its sender): give no replace_source",
+            )
+        )
+    if options.skip_invalid:
+        errors.append(
+            FieldError("skip_invalid", "a DDEX message is applied whole or refused whole")
+        )
+    return errors
 
 
 __all__ = [

@@ -11,13 +11,14 @@ and never import this module (dependencies point down)::
     ExchangedTokenStore   store.tokens.PostgresTokenStore            TokenService
     ImportStore           store.imports.PostgresImportStore          ImportService
       ImportSession       store.import_writer.PostgresImportSession
+        DdexWriter        store.ddex.PostgresDdexWriter              DdexImport (service.ddex_import)
     GrantSource           cache.source.CachedGrantSource,            CheckService
                           service.checks.StoreGrantSource (uncached)
     GrantCache            cache.redis.RedisGrantCache (L2)           CachedGrantSource
 
 ``store.postgres.PostgresStore`` is CheckReads, Catalog and ChangeFeed at once.
 The values they pass are plain: domain types, ``store.results`` and the import's
-rows (``store.import_rows``), none of which loads a driver.
+rows (``store.import_rows``, ``store.ddex_rows``), none of which loads a driver.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any, Protocol
 
 from entitlements.domain.model import CheckData, Grant, Resource
 from entitlements.keys.signing import Algorithm, SigningKey
+from entitlements.store.ddex_rows import AppliedBatch, KnownRelease, ReleaseEntry
 from entitlements.store.import_rows import GrantRows, ImportTally, Prepared, ResourceRow
 from entitlements.store.results import ChangePage, WriteResult
 
@@ -175,6 +177,21 @@ class ExchangedTokenStore(Protocol):
 # --- imports ------------------------------------------------------------------------
 
 
+class DdexWriter(Protocol):
+    """DDEX ERN releases, applied inside one import's transaction (replace-per-release)."""
+
+    async def known(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], KnownRelease]:
+        """The stored releases these (sender, release id) pairs name, and when each was
+        last applied."""
+
+    async def apply(self, entries: Sequence[ReleaseEntry], key_limit: int) -> AppliedBatch:
+        """Apply a batch of entries that name different stored releases: each replaces
+        its release's grants and track links (a purge removes them); what changed, by
+        message, with up to ``key_limit`` change-feed entries per kind of change."""
+
+
 class ImportSession(Protocol):
     """One import's transaction: all of it lands, or none."""
 
@@ -191,6 +208,9 @@ class ImportSession(Protocol):
 
     async def graph_problems(self, limit: int) -> list[tuple[int, str]]:
         """(line, message) of resources that would break the graph's limits."""
+
+    def ddex(self) -> DdexWriter:
+        """DDEX releases, in this transaction (after ``begin``)."""
 
     async def current_revision(self) -> int: ...
 
@@ -226,6 +246,7 @@ __all__ = [
     "Catalog",
     "ChangeFeed",
     "CheckReads",
+    "DdexWriter",
     "ExchangedTokenStore",
     "GrantCache",
     "GrantSource",

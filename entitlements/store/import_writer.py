@@ -33,16 +33,18 @@ maintained as they land), stored ones a comparison and, if changed, an update.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, Final, cast
+from typing import Final, cast
 
 import asyncpg
 
 from entitlements.domain.model import MAX_DEPTH
 from entitlements.errors import StoreUnavailableError
 from entitlements.store.changes import REVISION_SQL, bump_revision
+from entitlements.store.ddex import PostgresDdexWriter
 from entitlements.store.graph import depth_refusal
+from entitlements.store.import_connection import ImportConnection
 from entitlements.store.import_rows import (
     GrantRows,
     ImportTally,
@@ -222,50 +224,6 @@ UPDATE imports SET status = $2, finished_at = $3, report = $4::text::jsonb WHERE
 """
 
 
-
-class ImportConnection:
-    """The import's connection, every statement with the import's long timeout (the pool's
-    suits API calls, not merging a million rows or the COMMIT that flushes them)."""
-
-    def __init__(self, conn: asyncpg.Connection, timeout: float) -> None:
-        self.conn = conn
-        self.timeout = timeout
-
-    async def execute(self, sql: str, *args: Any) -> str:
-        status: str = await self.conn.execute(sql, *args, timeout=self.timeout)
-        return status
-
-    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        return list(await self.conn.fetch(sql, *args, timeout=self.timeout))
-
-    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record:
-        return await self.conn.fetchrow(sql, *args, timeout=self.timeout)
-
-    async def fetchval(self, sql: str, *args: Any) -> Any:
-        return await self.conn.fetchval(sql, *args, timeout=self.timeout)
-
-    async def copy(
-        self, table: str, rows: Sequence[tuple[Any, ...]], columns: Sequence[str]
-    ) -> None:
-        await self.conn.copy_records_to_table(
-            table, records=rows, columns=columns, timeout=self.timeout
-        )
-
-    async def copy_text(self, table: str, lines: list[str], columns: Sequence[str]) -> None:
-        """COPY lines already in Postgres' text format (cheaper to build than binary tuples)."""
-        await self.copy_payload(table, "".join(lines).encode(), columns)
-
-    async def copy_payload(self, table: str, payload: bytes, columns: Sequence[str]) -> None:
-        """COPY a payload of lines in Postgres' text format."""
-
-        async def source() -> AsyncIterator[bytes]:
-            yield payload
-
-        await self.conn.copy_to_table(
-            table, source=source(), columns=columns, format="text", timeout=self.timeout
-        )
-
-
 class PostgresImportSession:
     """One import's transaction: the writer of its batches, and how it ends.
 
@@ -284,6 +242,7 @@ class PostgresImportSession:
         self.rejected_ids: dict[str, int] | None = {}
         self.graph_locked = False
         self._committing = False
+        self._ddex: PostgresDdexWriter | None = None
 
     async def begin(self, lock_wait: float) -> int | None:
         """Wait up to ``lock_wait`` seconds for any other import, create the staging
@@ -433,10 +392,7 @@ class PostgresImportSession:
     async def write_resources(self, rows: list[ResourceRow], tally: ImportTally) -> None:
         """Resources replace their parents (the graph is checked once, by ``graph_problems``)."""
         db = self.db
-        if not self.graph_locked:
-            # Taken once, before the first graph write, in put_resource's order.
-            await db.execute("SELECT pg_advisory_xact_lock($1)", AdvisoryLock.GRAPH)
-            self.graph_locked = True
+        await self.lock_graph()
         if not await self._stage("imp_r", rows, _R_COLUMNS, tally):
             return
         await db.execute("TRUNCATE imp_rb")
@@ -452,6 +408,20 @@ class PostgresImportSession:
             tally.add_keys(f"resource {rid}" for rid in changed["ids"])
             for i, sql in enumerate(_MERGE_RESOURCES_SQL):
                 await db.execute(sql, *((self.revision,) if i < 2 else ()))
+
+    async def lock_graph(self) -> None:
+        """Take the graph lock before this import's first graph write (once, in
+        put_resource's order); ``graph_problems`` then checks the graph at the end."""
+        if not self.graph_locked:
+            await self.db.execute("SELECT pg_advisory_xact_lock($1)", AdvisoryLock.GRAPH)
+            self.graph_locked = True
+
+    def ddex(self) -> PostgresDdexWriter:
+        """DDEX ERN releases, applied in this transaction (``store.ddex``; after ``begin``:
+        it writes at the revision expected)."""
+        if self._ddex is None:
+            self._ddex = PostgresDdexWriter(self.db, self.revision, self.lock_graph)
+        return self._ddex
 
     # --- after the last batch -----------------------------------------------------
 
@@ -526,4 +496,4 @@ class PostgresImportSession:
             await self.db.execute("ROLLBACK")
 
 
-__all__ = ["MAX_REJECTED_IDS", "ImportConnection", "PostgresImportSession"]
+__all__ = ["MAX_REJECTED_IDS", "PostgresImportSession"]

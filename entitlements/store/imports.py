@@ -29,7 +29,8 @@ from typing import Any, Final
 import asyncpg
 
 from entitlements.errors import NotFoundError
-from entitlements.store.import_writer import ImportConnection, PostgresImportSession
+from entitlements.store.import_connection import ImportConnection
+from entitlements.store.import_writer import PostgresImportSession
 from entitlements.store.locks import IMPORT_LIVE_CLASS
 from entitlements.store.pool import OnPool, translate_errors
 
