@@ -70,6 +70,7 @@ from typing import Any, Final, cast
 import asyncpg
 import orjson
 
+from entitlements.domain.grant import GRANT_COLUMNS
 from entitlements.domain.model import (
     MAX_DEPTH,
     GrantRow,
@@ -233,11 +234,8 @@ def check_options(options: ImportOptions) -> None:
 
 # --- staging and merge SQL -------------------------------------------------------
 
-_DATA: Final = (
-    "subject, resource, actions, territories, exclude_territories,"
-    " valid_from, valid_until, effect, attributes, source"
-)  # a grant's columns after id, in grant_row's order
-_DATA_COLUMNS: Final = tuple(_DATA.split(", "))
+_DATA_COLUMNS: Final = GRANT_COLUMNS[1:]  # a grant's columns after id, in its declaration's order
+_DATA: Final = ", ".join(_DATA_COLUMNS)
 _G_COLUMNS: Final = ("id", *_DATA_COLUMNS, "line", "ok")
 _DIRECT_COLUMNS: Final = ("id", *_DATA_COLUMNS, "revision")
 _NULL_DATA: Final = "\t".join(["\\N"] * len(_DATA_COLUMNS))  # a rejected row: only its id

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import orjson
 
+from entitlements.domain.grant import GRANT_COLUMN_LIST, grant_from_record
 from entitlements.domain.model import (
     MAX_DEPTH,
     Change,
@@ -43,10 +44,7 @@ log = logging.getLogger("entitlements")
 # checks go MAX_DEPTH steps (depth 0 is the resource): one step beyond any legal path,
 # so finding anything at depth MAX_DEPTH means the walk was cut off (``too_deep``).
 
-_GRANT_COLUMNS = (
-    "id, subject, resource, actions, territories, exclude_territories,"
-    " valid_from, valid_until, effect, attributes, source"
-)
+_GRANT_COLUMNS = GRANT_COLUMN_LIST  # the grant's fields, in its declaration's order
 
 # Connection-level failures: Postgres is down, restarting or unreachable.
 _UNAVAILABLE = (
@@ -67,22 +65,6 @@ class WriteResult:
     revision: int
     changed: bool
     created: bool = False
-
-
-def grant_from_record(r: Mapping[str, Any]) -> Grant:
-    return Grant(
-        id=r["id"],
-        subject=r["subject"],
-        resource=r["resource"],
-        actions=frozenset(r["actions"]),
-        territories=frozenset(r["territories"]),
-        exclude_territories=frozenset(r["exclude_territories"]),
-        valid_from=r["valid_from"],
-        valid_until=r["valid_until"],
-        effect=r["effect"],
-        attributes=r["attributes"],
-        source=r["source"],
-    )
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
