@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
 from entitlements.domain.territories import ISO_3166_ALPHA2
-from entitlements.domain.values import brief
+from entitlements.domain.values import brief, shown
 from entitlements.errors import FieldError, InvalidInputError
 
 MAX_ID_LENGTH: Final = 200
@@ -181,3 +181,14 @@ def string_list(value: object, field_name: str, limit: int) -> list[object]:
     if len(value) > limit:
         raise InvalidInputError(FieldError(field_name, f"must have at most {limit} entries"))
     return list(value)
+
+
+def parse_object(value: object, allowed: frozenset[str]) -> dict[str, Any]:
+    """A JSON object whose keys are all ``allowed``; anything else is refused, every
+    unknown key named (escaped: a key is the caller's text)."""
+    if not isinstance(value, dict):
+        raise InvalidInputError(FieldError("", "the body must be a JSON object"))
+    unknown = sorted(k for k in value if k not in allowed)
+    if unknown:
+        raise InvalidInputError([FieldError(shown(k), "unknown field") for k in unknown])
+    return value
