@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from fastapi import FastAPI
+from fastapi.encoders import jsonable_encoder
 from fastapi.openapi.utils import get_openapi
 
 from entitlements.api.lean import LeanRoute
@@ -42,7 +43,10 @@ PROBLEM_SCHEMA: Final[dict[str, Any]] = {
                 "properties": {
                     "field": {"type": "string", "description": "a dotted path; '' the body"},
                     "message": {"type": "string"},
-                    "line": {"type": "integer", "description": "an import file's line"},
+                    "line": {
+                        "type": ["integer", "null"],
+                        "description": "an import file's line (null: the file as a whole)",
+                    },
                 },
             },
         },
@@ -140,7 +144,10 @@ def build(app: FastAPI) -> dict[str, Any]:
     for route in app.routes:
         if isinstance(route, LeanRoute):
             for method in sorted(route.documented_methods):
-                paths.setdefault(route.path, {})[method.lower()] = route.operation
+                # A copy, JSON-ready, as FastAPI's operations are.
+                paths.setdefault(route.path, {})[method.lower()] = jsonable_encoder(
+                    route.operation
+                )
     components = doc.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     schemas["Problem"] = PROBLEM_SCHEMA
@@ -156,10 +163,11 @@ def build(app: FastAPI) -> dict[str, Any]:
     }
     for operations in paths.values():
         for operation in operations.values():
-            responses = operation.setdefault("responses", {})
+            responses = {str(k): v for k, v in operation.get("responses", {}).items()}
             for status, response in list(responses.items()):
                 if int(status) >= 400:
-                    responses[status] = {**response, **_problem_only(int(status), response)}
+                    responses[status] = _problem_only(int(status), response)
+            operation["responses"] = responses
             operation["security"] = [{"bearer": []}] if "401" in responses else []
     return doc
 
