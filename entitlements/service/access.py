@@ -20,7 +20,7 @@ while reading, in the order the API has always applied them).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -143,9 +143,10 @@ class AccessService:
 
     # --- the REST API's JSON form ------------------------------------------------
 
-    async def check_json(self, caller: VerifiedToken, body: object) -> Decision:
-        """``check`` for a question in its JSON form (``POST /v1/check``)."""
-        return await self.checks.check(read_question(caller, body))
+    def check_json(self, caller: VerifiedToken, body: object) -> Awaitable[Decision]:
+        """``check`` for a question in its JSON form (``POST /v1/check``). (Not a coroutine
+        itself: the hottest route awaits the check's own, one frame fewer.)"""
+        return self.checks.check(read_question(caller, body))
 
     async def check_batch_json(self, caller: VerifiedToken, body: object) -> list[Decision]:
         """``check_many`` for ``{"checks": [...]}`` (``POST /v1/check/batch``); a bad
