@@ -145,9 +145,7 @@ def build(app: FastAPI) -> dict[str, Any]:
         if isinstance(route, LeanRoute):
             for method in sorted(route.documented_methods):
                 # A copy, JSON-ready, as FastAPI's operations are.
-                paths.setdefault(route.path, {})[method.lower()] = jsonable_encoder(
-                    route.operation
-                )
+                paths.setdefault(route.path, {})[method.lower()] = jsonable_encoder(route.operation)
     components = doc.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     schemas["Problem"] = PROBLEM_SCHEMA
