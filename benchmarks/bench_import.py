@@ -59,8 +59,9 @@ import orjson
 
 from entitlements.domain.model import grant_from_mapping
 from entitlements.service.import_formats import make_reader
-from entitlements.service.imports import ImportLimits, ImportOptions, ImportReport, _Run
-from entitlements.service.pg_copy import GrantRows
+from entitlements.service.import_run import ImportRun
+from entitlements.service.imports import ImportLimits, ImportOptions, ImportReport
+from entitlements.store.import_rows import GrantRows
 from entitlements.store.postgres import PostgresStore
 
 DB_NAME = "entitlements_bench_import"
@@ -255,7 +256,7 @@ def parse_only(path: Path) -> dict[str, Any]:
         created_by="bench",
         started_at=datetime.now(UTC),
     )
-    run = _Run(ImportOptions(format="ndjson"), ImportLimits(), report)
+    run = ImportRun(ImportOptions(format="ndjson"), ImportLimits(), report)
     reader = make_reader("ndjson", run)
     started = time.perf_counter()
     with path.open("rb") as f:

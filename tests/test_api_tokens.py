@@ -71,7 +71,7 @@ async def test_trusted_idp_token_works_and_every_hostile_token_is_401(
         for name, token in hostile:
             # bytes: some hostile tokens are not ASCII, which a str header cannot carry
             header = f"Bearer {token}".encode()
-            r = await client.post("/v1/check", json=CHECK, headers={"Authorization": header})
+            r = await client.post("/v1/check", json=CHECK, headers={b"Authorization": header})
             assert r.status_code == 401, (name, r.status_code, r.text[:200])
             assert r.headers["www-authenticate"] == 'Bearer error="invalid_token"', name
             assert r.headers["content-type"].startswith("application/problem+json"), name
@@ -96,9 +96,9 @@ async def test_rotation_keeps_old_tokens_valid_and_new_kid_verifies(
         old = state.tokens.mint_access("alice", ttl=600)
         old_kid = state.tokens._signing_key().kid
         # Rotate in "another process": straight in the database, as `entitlements keys rotate` does.
-        from entitlements.keys.signing import SigningKeyStore
+        from entitlements.store.keys import PostgresKeyStore
 
-        new_key = await SigningKeyStore(clean.pool).rotate(publish_for=86400)
+        new_key = await PostgresKeyStore(clean.pool).rotate(publish_for=86400)
         assert new_key.kid != old_kid
         from entitlements.keys.signing import mint as sign
 

@@ -204,7 +204,12 @@ async def test_retention_0_keeps_the_log_forever(clean: PostgresStore, pg_dsn: s
     assert await floor(store) == before < last - 1
 
 
+def as_written(**values: Any) -> Settings:
+    """Settings from values as a user writes them: durations are text ("1d")."""
+    return Settings(**values)
+
+
 def test_a_retention_shorter_than_an_exchanged_token_lives_is_refused() -> None:
     with pytest.raises(ValidationError, match="changes_retention"):
-        Settings(changes_retention="1d", exchange_max_lifetime="7d")
-    assert Settings(changes_retention="1d", exchange_max_lifetime="12h").changes_retention == DAY
+        as_written(changes_retention="1d", exchange_max_lifetime="7d")
+    assert as_written(changes_retention="1d", exchange_max_lifetime="12h").changes_retention == DAY

@@ -11,9 +11,6 @@ same fields, in the same order, each one carried where the declaration puts it.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
-import re
 import typing
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +18,6 @@ from typing import Any
 import jsonschema_rs
 import pytest
 
-import entitlements_client
 from entitlements.cache import redis as redis_cache
 from entitlements.domain import fields
 from entitlements.domain import parsers as service_rules
@@ -40,6 +36,7 @@ from entitlements.domain.grant import (
     GRANT_INPUT_SCHEMA,
     GRANT_LAYOUT,
     GRANT_SCHEMA,
+    TERRITORY_CODES,
     Grant,
     GrantRow,
     grant_from_cache,
@@ -50,11 +47,11 @@ from entitlements.domain.grant import (
     grant_to_cache,
 )
 from entitlements.domain.validation import grant_from_mapping
-from entitlements.service import imports, pg_copy
-from entitlements.store import postgres
+from entitlements.store import import_rows, import_writer, records
 from entitlements.store.postgres import PostgresStore
 from entitlements_client import Decision as SdkDecision
 from entitlements_client import _models as sdk_models
+from entitlements_client import _questions as sdk_questions
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 T1 = datetime(2026, 9, 1, 12, 30, tzinfo=UTC)
@@ -103,7 +100,8 @@ def changed_places(a: Any, b: Any) -> list[Any]:
 
 
 def copy_fields(row: GrantRow) -> list[str]:
-    return pg_copy.copy_text(row).split("\t")
+    text: str = import_rows.copy_text(row)
+    return text.split("\t")
 
 
 def test_the_grant_declaration_lists_every_field_once_in_order() -> None:
@@ -124,9 +122,9 @@ def test_every_grant_form_lists_the_same_fields_in_the_same_order() -> None:
     assert len(grant_to_cache(FULL)) == len(GRANT_COLUMNS)
     assert len(copy_fields(grant_row(FULL))) == len(GRANT_COLUMNS)
     # The SQL that reads and writes grants, and the import's COPY, name the same columns.
-    assert postgres._GRANT_COLUMNS == GRANT_COLUMN_LIST
-    assert GRANT_COLUMNS[1:] == imports._DATA_COLUMNS
-    assert imports._DIRECT_COLUMNS[: len(GRANT_COLUMNS)] == GRANT_COLUMNS
+    assert records.GRANT_COLUMNS == GRANT_COLUMN_LIST
+    assert GRANT_COLUMNS[1:] == import_writer._DATA_COLUMNS
+    assert import_writer._DIRECT_COLUMNS[: len(GRANT_COLUMNS)] == GRANT_COLUMNS
 
 
 @pytest.mark.parametrize("name", list(OTHER))
@@ -272,33 +270,13 @@ def test_the_sdk_reads_the_decision_the_service_writes() -> None:
 
 # --- the SDK's copies of the identifier rules ------------------------------------
 
-SDK_PATTERNS = {
-    "_RESOURCE_RE": service_rules.RESOURCE_PATTERN,
-    "_ACTION_RE": service_rules.ACTION_PATTERN,
-    "_USER_RE": service_rules.USER_PATTERN,
-    "_ROLE_RE": service_rules.ROLE_PATTERN,
-}
-
-
-def sdk_copies() -> dict[str, list[Any]]:
-    """Every module-level copy of an identifier rule in the SDK, wherever it lives."""
-    wanted = [*SDK_PATTERNS, "_MAX_ROLES"]
-    found: dict[str, list[Any]] = {name: [] for name in wanted}
-    for info in pkgutil.walk_packages(entitlements_client.__path__, "entitlements_client."):
-        if info.name.endswith((".fastapi", ".asgi")):
-            continue  # framework glue: imports fastapi or starlette, holds no rules
-        module = importlib.import_module(info.name)
-        for name in wanted:
-            if name in vars(module):
-                found[name].append(vars(module)[name])
-    return found
-
 
 def test_the_sdk_checks_identifiers_by_the_service_s_rules() -> None:
-    copies = sdk_copies()
-    for name, values in copies.items():
-        assert values, f"the SDK no longer has {name}: update this test to where it went"
-    for name, pattern in SDK_PATTERNS.items():
-        for regex in copies[name]:
-            assert isinstance(regex, re.Pattern) and regex.pattern == pattern, name
-    assert copies["_MAX_ROLES"] == [service_rules.MAX_ROLES] * len(copies["_MAX_ROLES"])
+    """The SDK refuses a bad question before it joins a batch, by the service's rules."""
+    assert sdk_questions.RESOURCE_RE.pattern == service_rules.RESOURCE_PATTERN
+    assert sdk_questions.ACTION_RE.pattern == service_rules.ACTION_PATTERN
+    assert sdk_questions.USER_RE.pattern == service_rules.USER_PATTERN
+    assert sdk_questions.ROLE_RE.pattern == service_rules.ROLE_PATTERN
+    assert sdk_questions.MAX_ROLES == service_rules.MAX_ROLES
+    # The territory: the SDK checks the shape; every assigned code has it.
+    assert all(sdk_questions.TERRITORY_RE.fullmatch(code) for code in TERRITORY_CODES)

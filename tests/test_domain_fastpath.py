@@ -216,7 +216,7 @@ def test_identifiers_never_hold_what_copy_text_would_have_to_escape(
     field: str, before: str, special: str, after: str
 ) -> None:
     """The import writes ids, subjects, resources, sources and actions into COPY text
-    unescaped (entitlements.service.pg_copy.copy_text): the validator must refuse
+    unescaped (entitlements.store.import_rows.copy_text): the validator must refuse
     tabs, line breaks, backslashes and NULs in all of them."""
     row = {
         "id": "g1",

@@ -275,7 +275,7 @@ def test_replace_source_fills_in_the_source_and_refuses_another() -> None:
 # --- properties: the shortcuts agree with the slow, obvious way ---------------------
 
 cell = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters='"\r\n\x00'),
+    alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters='"\r\n\x00'),
     max_size=8,
 )
 
@@ -290,7 +290,7 @@ def test_the_fast_csv_split_matches_the_csv_module(cells: list[str]) -> None:
         read_all("ndjson", G), kind="grant", replace_source=None, max_line=MAX_LINE_BYTES
     )
     seen: list[list[str]] = []
-    reader._row = lambda _line, got: seen.append(got)  # type: ignore[method-assign]
+    reader._row = lambda line, cells: seen.append(cells)  # type: ignore[method-assign]
     reader.header = tuple(header.split(","))
     reader._record(2, (line.encode(),))
     blank = not line or line.isspace()  # blank lines are skipped, whatever csv makes of them

@@ -21,15 +21,15 @@ from test_import_helpers import (
 
 from entitlements.domain.model import grant_from_mapping, resource_from_mapping
 from entitlements.errors import BusyError, InvalidInputError, NotFoundError, StoreUnavailableError
-from entitlements.service import imports
 from entitlements.service.import_formats import read_file
 from entitlements.service.imports import (
     ImportLimits,
     ImportOptions,
     ImportReport,
     ImportService,
-    live_key,
 )
+from entitlements.store import import_writer as imports
+from entitlements.store.imports import PostgresImportStore, live_key
 from entitlements.store.locks import IMPORT_LIVE_CLASS, AdvisoryLock
 from entitlements.store.postgres import PostgresStore
 
@@ -47,7 +47,7 @@ async def run(
 ) -> ImportReport:
     if changes:
         options = ImportOptions(**{**_fields(options), **changes})
-    return await ImportService(store.pool, limits).run(chunked(data, chunk), options)
+    return await ImportService(PostgresImportStore(store.pool), limits).run(chunked(data, chunk), options)
 
 
 def _fields(options: ImportOptions) -> dict[str, Any]:
@@ -71,7 +71,7 @@ async def test_100k_ndjson_rows_land_exactly_and_a_second_run_changes_nothing(
 ) -> None:
     path = write_ndjson(tmp_path / "g.ndjson", 100_000)
     before = await clean.revision()
-    service = ImportService(clean.pool)
+    service = ImportService(PostgresImportStore(clean.pool))
     first = await service.run(read_file(str(path)), NDJSON)
     assert first.status == "committed", first.errors
     assert counts(first) == (100_000, 100_000, 0, 0, 0, 0)
@@ -99,7 +99,7 @@ async def test_100k_ndjson_rows_land_exactly_and_a_second_run_changes_nothing(
 
 async def test_100k_csv_rows_land_exactly(clean: PostgresStore, tmp_path: Path) -> None:
     path = write_csv(tmp_path / "g.csv", 100_000, source="label-feed")
-    report = await ImportService(clean.pool).run(read_file(str(path)), CSV)
+    report = await ImportService(PostgresImportStore(clean.pool)).run(read_file(str(path)), CSV)
     assert report.status == "committed", report.errors
     assert counts(report) == (100_000, 100_000, 0, 0, 0, 0)
     assert await count(clean) == 100_000
@@ -116,7 +116,7 @@ async def test_one_bad_row_in_the_middle_of_100k_lands_nothing(
         f.write(orjson.dumps(grant_record(50_000) | {"territories": ["GB", "UK"]}) + b"\n")
         f.write(ndjson_lines(grant_record(i) for i in range(50_001, 100_000)))
     before = await clean.revision()
-    report = await ImportService(clean.pool).run(read_file(str(path)), NDJSON)
+    report = await ImportService(PostgresImportStore(clean.pool)).run(read_file(str(path)), NDJSON)
     assert report.status == "failed"
     assert report.counts.rows == 100_000 and report.counts.rejected == 1
     assert report.counts.inserted == 0
@@ -181,6 +181,7 @@ async def test_changed_rows_are_updated_and_the_change_feed_names_old_and_new_ke
     records.append(grant_record(7) | {"subject": "user:zoe"})
     second = await run(clean, ndjson_lines(records))
     assert counts(second) == (7, 1, 2, 4, 0, 0)
+    assert first.revision is not None  # a committed import has one (for the type checker)
     assert second.revision == first.revision + 1
     changed = await clean.pool.fetch(
         "SELECT kind, key FROM changes WHERE revision = $1 ORDER BY kind, key", second.revision
@@ -202,13 +203,14 @@ async def test_a_write_during_an_import_does_not_confuse_revisions(clean: Postgr
         await clean.put_grant(grant_from_mapping(grant_record(1, prefix="other")))
         yield ndjson_lines(grant_record(i) for i in range(3000, 6000))
 
-    report = await ImportService(clean.pool, ImportLimits(batch_rows=1000)).run(body(), NDJSON)
+    report = await ImportService(PostgresImportStore(clean.pool), ImportLimits(batch_rows=1000)).run(body(), NDJSON)
     assert report.status == "committed" and report.counts.inserted == 5999
     revisions = await clean.pool.fetch(
         "SELECT DISTINCT revision FROM grants WHERE id LIKE 'g%' ORDER BY 1"
     )
     assert [r["revision"] for r in revisions] == [report.revision]
     other = await clean.pool.fetchval("SELECT revision FROM grants WHERE id = 'other0000001'")
+    assert report.revision is not None  # committed (for the type checker)
     assert other == report.revision - 1
 
 
@@ -317,7 +319,7 @@ async def test_the_same_id_twice_is_refused_naming_where(
 async def test_every_field_lands_exactly_as_the_api_would_store_it(clean: PostgresStore) -> None:
     """COPY text round trip: escapes in attributes, offsets and fractions in times, lists
     given unsorted and repeated, an action named like SQL's null, a deny."""
-    records = [
+    records: list[dict[str, Any]] = [
         {
             "id": "odd/1:x=y",
             "subject": "user:a.b~c@d+e|f",
@@ -518,7 +520,7 @@ async def test_a_graph_too_deep_fails_the_import(clean: PostgresStore) -> None:
 
 async def test_two_imports_of_one_source_at_once_are_serialized(clean: PostgresStore) -> None:
     data = ndjson_lines(grant_record(i, source="feed") for i in range(20_000))
-    service = ImportService(clean.pool, ImportLimits(batch_rows=2000))
+    service = ImportService(PostgresImportStore(clean.pool), ImportLimits(batch_rows=2000))
     options = ImportOptions(format="ndjson", replace_source="feed")
     one, two = await asyncio.gather(
         service.run(chunked(data), options), service.run(chunked(data), options)
@@ -532,7 +534,7 @@ async def test_two_imports_of_one_source_at_once_are_serialized(clean: PostgresS
 
 
 async def test_imports_are_recorded_and_readable_later(clean: PostgresStore) -> None:
-    service = ImportService(clean.pool)
+    service = ImportService(PostgresImportStore(clean.pool))
     report = await service.run(chunked(csv_text([grant_record(1)])), CSV)
     stored = await service.get(report.id)
     assert stored == report.to_json()
@@ -548,9 +550,9 @@ async def test_an_import_whose_process_died_is_marked_failed(clean: PostgresStor
     )
     async with clean.pool.acquire() as conn:  # a live import holds its session lock
         await conn.execute("SELECT pg_advisory_lock($1, $2)", IMPORT_LIVE_CLASS, live_key("dead"))
-        assert (await ImportService(clean.pool).get("dead"))["status"] == "running"
+        assert (await ImportService(PostgresImportStore(clean.pool)).get("dead"))["status"] == "running"
         await conn.execute("SELECT pg_advisory_unlock_all()")
-    stored = await ImportService(clean.pool).get("dead")
+    stored = await ImportService(PostgresImportStore(clean.pool)).get("dead")
     assert (
         stored["status"] == "failed"
         and "stopped before finishing" in stored["errors"][0]["message"]
@@ -566,7 +568,7 @@ async def test_a_cancelled_import_rolls_back_and_is_recorded(clean: PostgresStor
         await asyncio.sleep(60)
         yield b""
 
-    service = ImportService(clean.pool, ImportLimits(batch_rows=1000))
+    service = ImportService(PostgresImportStore(clean.pool), ImportLimits(batch_rows=1000))
     task = asyncio.create_task(service.run(body(), NDJSON))
     await started.wait()
     await asyncio.sleep(0.5)
@@ -655,7 +657,7 @@ async def test_waiting_too_long_for_another_import_fails_as_busy(
         await other.execute(
             "SELECT pg_advisory_xact_lock($1)", AdvisoryLock.IMPORT
         )  # an import is running
-        service = ImportService(clean.pool, ImportLimits(lock_timeout=0.3))
+        service = ImportService(PostgresImportStore(clean.pool), ImportLimits(lock_timeout=0.3))
         with pytest.raises(BusyError) as caught:
             await service.run(chunked(ndjson_lines([grant_record(1)])), NDJSON)
     assert "another import is running" in str(caught.value)

@@ -16,6 +16,7 @@ from test_import_helpers import chunked, grant_record, ndjson_lines
 
 from entitlements.domain.model import grant_from_mapping
 from entitlements.service.imports import ImportLimits, ImportOptions, ImportReport, ImportService
+from entitlements.store.imports import PostgresImportStore
 from entitlements.store.postgres import PostgresStore
 
 HERE = ImportLimits(read_processes=0, batch_rows=700, max_line=2048)
@@ -69,7 +70,7 @@ def comparable(report: ImportReport) -> dict[str, Any]:
 async def imported(
     store: PostgresStore, data: bytes, limits: ImportLimits, **options: Any
 ) -> ImportReport:
-    service = ImportService(store.pool, limits)
+    service = ImportService(PostgresImportStore(store.pool), limits)
     return await service.run(
         chunked(data, 1000), ImportOptions(format="ndjson", **options), size_hint=len(data)
     )

@@ -20,6 +20,7 @@ from test_import_helpers import grant_record, ndjson_lines
 import entitlements
 from entitlements.cli.admin import mint_token, rotate_keys
 from entitlements.service.imports import ImportLimits, ImportOptions, ImportService
+from entitlements.store.imports import PostgresImportStore
 from entitlements.store.locks import IMPORT_LIVE_CLASS, AdvisoryLock
 from entitlements.store.postgres import PostgresStore
 
@@ -62,7 +63,7 @@ class StalledImport:
         yield ndjson_lines([grant_record(2)])
 
     async def __aenter__(self) -> StalledImport:
-        service = ImportService(self.store.pool, ImportLimits(batch_rows=1))
+        service = ImportService(PostgresImportStore(self.store.pool), ImportLimits(batch_rows=1))
         self.task = asyncio.create_task(service.run(self.chunks(), ImportOptions(format="ndjson")))
         # Wait until it holds the import lock and a row lock on grants (its first row landed).
         async with self.store.pool.acquire() as conn:

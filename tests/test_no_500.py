@@ -27,7 +27,8 @@ import pytest
 from sdk_support import free_port
 from test_import_cli import ENTITLEMENTS, env_for
 
-from entitlements.keys.signing import SigningKey, SigningKeyStore, mint
+from entitlements.keys.signing import SigningKey, mint
+from entitlements.store.keys import PostgresKeyStore
 from entitlements.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.slow
@@ -130,7 +131,7 @@ class Connection:
 async def signing_key(store: PostgresStore) -> SigningKey:
     """The service's active key (the server loads it at start): tokens minted here, even
     ones no CLI would mint, verify there."""
-    return await SigningKeyStore(store.pool, "EdDSA").ensure_active()
+    return await PostgresKeyStore(store.pool, "EdDSA").ensure_active()
 
 
 @pytest.fixture(scope="module")

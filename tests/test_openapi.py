@@ -27,7 +27,8 @@ from test_import_cli import ENTITLEMENTS, env_for
 
 from entitlements.api.app import create_app
 from entitlements.api.lean import LeanRoute
-from entitlements.keys.signing import SigningKeyStore, mint
+from entitlements.keys.signing import mint
+from entitlements.store.keys import PostgresKeyStore
 from entitlements.store.postgres import PostgresStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,7 +181,7 @@ async def test_schemathesis_with_every_check_finds_nothing(
     clean: PostgresStore, served: tuple[str, Callable[[], str]], tmp_path: Path
 ) -> None:
     url, server_log = served
-    key = await SigningKeyStore(clean.pool, "EdDSA").ensure_active()
+    key = await PostgresKeyStore(clean.pool, "EdDSA").ensure_active()
     token, _ = mint(
         key, issuer=ISSUER, audience=AUDIENCE, subject="ops", ttl=600, scopes=ALL_SCOPES
     )

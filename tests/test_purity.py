@@ -8,10 +8,14 @@ another.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+import entitlements
 
 DOMAIN_MODULES = [
     "entitlements.domain",
@@ -86,6 +90,40 @@ def test_the_check_service_imports_no_web_framework_or_redis(module: str) -> Non
     assert leaks(imported_by(module), SERVICE_FORBIDDEN) == []
 
 
+# The use cases and the key material reach storage through the ports of
+# entitlements.service.ports only: importing them loads no driver at all.
+PORT_USERS = [
+    "entitlements.service.checks",
+    "entitlements.service.access",
+    "entitlements.service.admin",
+    "entitlements.service.changes",
+    "entitlements.service.imports",
+    "entitlements.service.ports",
+    "entitlements.service.tokens",
+    "entitlements.keys.signing",
+]
+
+
+@pytest.mark.parametrize("module", PORT_USERS)
+def test_the_service_and_the_keys_load_no_driver(module: str) -> None:
+    assert leaks(imported_by(module), ["asyncpg", *SERVICE_FORBIDDEN]) == []
+
+
+SQL = re.compile(r"\b(SELECT|INSERT INTO|DELETE FROM|CREATE TEMP|pg_advisory)\b|\bUPDATE \w+ SET\b")
+
+
+def test_every_postgres_statement_lives_in_the_store() -> None:
+    package = Path(entitlements.__file__).parent
+    outside = [
+        str(path.relative_to(package))
+        for path in sorted(package.rglob("*.py"))
+        if path.relative_to(package).parts[0] != "store"
+        and SQL.search(path.read_text(encoding="utf-8"))
+    ]
+    assert outside == []
+    assert SQL.search((package / "store" / "grants.py").read_text(encoding="utf-8"))
+
+
 def test_the_leak_detector_detects() -> None:
     # Guard against a check that can never fail: httpx does import itself.
     assert leaks(imported_by("httpx"), ["httpx"]) != []
@@ -93,3 +131,18 @@ def test_the_leak_detector_detects() -> None:
         "fastapi.routing",
         "redis",
     ]
+
+
+GATEWAY_MODULES = [
+    "entitlements.gateway.paths",
+    "entitlements.gateway.routes",
+    "entitlements.gateway.route_config",
+    "entitlements.gateway.proxies",
+    "entitlements.gateway.forwarded",
+]
+
+
+@pytest.mark.parametrize("module", GATEWAY_MODULES)
+def test_the_gateway_parts_import_no_framework_driver_or_upper_layer(module: str) -> None:
+    # The route table and the forwarded-request reader are plain Python, like the domain.
+    assert leaks(imported_by(module), DOMAIN_FORBIDDEN) == []

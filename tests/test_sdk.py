@@ -29,6 +29,7 @@ from sdk_support import (  # noqa: F401  (fixtures)
 from entitlements.keys.signing import SigningKey, generate, mint
 from entitlements.store.postgres import bump_revision
 from entitlements_client import (
+    AsyncEntitlements,
     Decision,
     ForbiddenError,
     InvalidRequestError,
@@ -303,6 +304,53 @@ async def test_a_thousand_different_checks_take_a_handful_of_requests(
     # machine was busy with other test runs): still 50x fewer than one per call.
     assert sdk.log.checks <= (2 if sdk.kind == "async" else 20), sdk.log.paths
     assert sdk.log.paths["/v1/check/batch"] >= 1
+
+
+async def test_a_burst_of_single_requests_never_freezes_the_event_loop(
+    service: ServiceServer,
+) -> None:
+    """400 concurrent checks, one request each (``max_batch=1``), on the SDK's own httpx
+    client (100 connections). The SDK used to hand all 400 to httpx at once; httpx's
+    pool then scans (queued requests x connections) on every request and answer, on
+    the event loop: the loop froze for seconds (3.6 s in a run here; at 1,000 checks
+    longer than the 30 s timeout, so every call failed with
+    UnavailableError(TimeoutError) although the service had answered: the crash of
+    bench_sdk.py's burst phase). Bounded requests in flight keep the loop running."""
+    ent = AsyncEntitlements(
+        service.url,
+        verifier=service.verifier(),
+        service_token=service.service_token(),
+        timeout=30.0,
+        max_batch=1,
+        follow_changes=False,
+    )
+    user = service.token(unique("burst-"), roles=(PREMIUM,))
+    tracks = [unique("track:burst-") for _ in range(400)]
+    worst = 0.0
+    stop = asyncio.Event()
+
+    async def watch_the_loop() -> None:
+        nonlocal worst
+        while not stop.is_set():
+            before = time.monotonic()
+            await asyncio.sleep(0.02)
+            worst = max(worst, time.monotonic() - before - 0.02)
+
+    try:
+        await ent.verify(user)
+        watcher = asyncio.create_task(watch_the_loop())
+        results = await asyncio.gather(
+            *(ent.authorize(user, t, "stream", "GB") for t in tracks), return_exceptions=True
+        )
+        stop.set()
+        await watcher
+    finally:
+        await ent.aclose()
+    failed = [r for r in results if not isinstance(r, Decision)]
+    assert not failed, (len(failed), failed[:3])
+    assert all(isinstance(r, Decision) and r.reason == "not_licensed" for r in results)
+    assert ent.stats().requests == len(tracks)
+    assert worst < 1.0, f"the event loop stood still for {worst:.2f} s"
 
 
 async def test_a_thousand_identical_checks_take_one_request(

@@ -26,14 +26,12 @@ from entitlements_client import (
     TokenVerifier,
     UnavailableError,
 )
-from entitlements_client._base import (
-    BaseEntitlements,
-    CircuitBreaker,
-    Coalescer,
-    Item,
-    retry_after,
-)
+from entitlements_client._base import BaseEntitlements
 from entitlements_client._cache import DecisionCache
+from entitlements_client._coalescer import Coalescer
+from entitlements_client._questions import Item
+from entitlements_client._retry import retry_after
+from entitlements_client.breaker import CircuitBreaker
 
 
 class Clock:
@@ -414,6 +412,22 @@ def test_identical_checks_share_one_waiter_and_batches_are_capped() -> None:
     landed = coalescer.join(items(1, group="x"), Future, lambda item: decision())
     assert landed[0].result() == decision() and coalescer.pending == 1  # nothing queued
     assert separate[0] is not first[0]  # another identity: another flight
+
+
+def test_a_limited_drain_sends_the_oldest_checks_and_keeps_the_rest() -> None:
+    coalescer: Coalescer[Future[Decision]] = Coalescer(max_batch=2)
+    a, b = items(5, group="a"), items(2, group="b")
+    asked = [a[0], b[0], a[1], a[2], a[3], b[1], a[4]]  # the order the calls came in
+    for item in asked:
+        coalescer.join([item], Future, lambda item: None)
+    chunks = coalescer.drain(2)
+    # Two chunks, opened by the two oldest checks; a younger check rides along in an
+    # open chunk of its group, and what stays is younger than each chunk's first check.
+    assert chunks == [("a", [a[0], a[1]]), ("b", [b[0], b[1]])]
+    assert coalescer.pending == 3
+    assert coalescer.drain(1) == [("a", [a[2], a[3]])]
+    assert coalescer.drain() == [("a", [a[4]])]
+    assert coalescer.pending == 0
 
 
 def test_options_are_validated_up_front() -> None:

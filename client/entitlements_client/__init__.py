@@ -27,7 +27,6 @@ itself uses it, so every service verifies tokens the same way.
 """
 
 from entitlements_client._async import AsyncEntitlements
-from entitlements_client._base import service_issuer
 from entitlements_client._errors import (
     INVALID_TOKEN_CODES,
     EntitlementsClientError,
@@ -51,6 +50,7 @@ from entitlements_client._models import (
 )
 from entitlements_client._sync import Entitlements
 from entitlements_client.asgi import EntitlementsMiddleware
+from entitlements_client.issuers import service_issuer
 from entitlements_client.jwks import KeySet, PublicKey, parse_jwks
 from entitlements_client.verify import (
     CacheInfo,

@@ -5,23 +5,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import TypeVar
+from typing import Final
 
 import httpx
 
-from ._base import MAX_BATCH, Action, BaseEntitlements, Item, Sleep
+from ._base import MAX_BATCH, BaseEntitlements
 from ._errors import NotAllowedError, UnavailableError
+from ._flow import drive
 from ._models import BreakerPolicy, Check, Decision, RetryPolicy
+from ._questions import Item
 from .verify import IssuerConfig, TokenVerifier, VerifiedToken
 
 __all__ = ["AsyncEntitlements"]
 
 logger = logging.getLogger("entitlements_client")
 
-T = TypeVar("T")
+#: Requests for checks one client has out at once; further checks wait in the
+#: coalescer (joining the next batches) within their own timeout. Without a bound,
+#: 1,000 concurrent checks with ``max_batch=1`` were 1,000 requests queued inside
+#: httpx's connection pool, whose bookkeeping costs (queued requests x connections)
+#: on the event loop at every request and answer: the loop froze for tens of
+#: seconds and the calls ran out of time with their answers unread. Below httpx's
+#: default pool (100 connections), so the pool itself never queues.
+MAX_IN_FLIGHT: Final = 32
 
 
 class AsyncEntitlements(BaseEntitlements[asyncio.Future[Decision]]):
@@ -54,6 +63,8 @@ class AsyncEntitlements(BaseEntitlements[asyncio.Future[Decision]]):
     Checks missing the cache within ``coalesce_window`` seconds of each other
     go out together as ``/v1/check/batch`` calls of at most ``max_batch``; a
     lone check goes out at once. Identical concurrent checks share one request.
+    At most 32 requests are out at once; checks beyond them wait for the next
+    free one (gathering into batches meanwhile), still within their ``timeout``.
 
     ``http`` is an ``httpx.AsyncClient`` to use (not closed here; its
     ``base_url`` and timeout are ignored). The client belongs to the event loop
@@ -98,6 +109,7 @@ class AsyncEntitlements(BaseEntitlements[asyncio.Future[Decision]]):
         self._flush_handle: asyncio.Handle | None = None
         self._flush_soon = False
         self._waiting = 0
+        self._sending = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._feed_task: asyncio.Task[None] | None = None
 
@@ -241,13 +253,13 @@ class AsyncEntitlements(BaseEntitlements[asyncio.Future[Decision]]):
         finally:
             self._waiting -= 1
 
-    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _schedule(self, loop: asyncio.AbstractEventLoop, *, now: bool = False) -> None:
         pending = self.coalescer.pending
-        if not pending:
-            return
+        if not pending or self._sending >= MAX_IN_FLIGHT:
+            return  # a request that ends schedules the next flush
         # Alone, or a full batch: go at the end of this loop turn (checks asked in the same
         # turn still join). With others waiting, wait the window for more to arrive.
-        now = self._waiting == 0 or pending >= self.max_batch or not self.coalesce_window
+        now = now or self._waiting == 0 or pending >= self.max_batch or not self.coalesce_window
         if self._flush_handle is not None:
             if not now or self._flush_soon:
                 return
@@ -260,26 +272,36 @@ class AsyncEntitlements(BaseEntitlements[asyncio.Future[Decision]]):
 
     def _flush(self) -> None:
         self._flush_handle = None
-        for group, chunk in self.coalescer.drain():
+        free = MAX_IN_FLIGHT - self._sending
+        if free <= 0:
+            return
+        for group, chunk in self.coalescer.drain(free):
+            self._sending += 1
             task = asyncio.create_task(self._send(group, chunk))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     async def _send(self, group: str | None, items: list[Item]) -> None:
         try:
-            outcomes = await drive(self._run(group, items), self._http)
-        except BaseException as exc:  # cancelled by aclose, or a bug: nobody waits forever
-            self._settle(
-                items, [UnavailableError("no answer: the check was abandoned")] * len(items)
-            )
-            if not isinstance(exc, Exception):
-                raise
-            logger.exception("entitlements check failed unexpectedly")
-            return
-        self._settle(items, outcomes)
-        if self._wants_feed():
-            self.feed_started = True
-            self._feed_task = asyncio.create_task(self._feed())
+            try:
+                outcomes = await drive(self._run(group, items), self._http)
+            except BaseException as exc:  # cancelled by aclose, or a bug: nobody waits forever
+                self._settle(
+                    items, [UnavailableError("no answer: the check was abandoned")] * len(items)
+                )
+                if not isinstance(exc, Exception):
+                    raise
+                logger.exception("entitlements check failed unexpectedly")
+                return
+            self._settle(items, outcomes)
+            if self._wants_feed():
+                self.feed_started = True
+                self._feed_task = asyncio.create_task(self._feed())
+        finally:
+            self._sending -= 1
+            if not self.closed:
+                # Checks that queued up meanwhile have waited long enough: send them now.
+                self._schedule(asyncio.get_running_loop(), now=True)
 
     # -- I/O -----------------------------------------------------------------------------
 
@@ -290,23 +312,3 @@ class AsyncEntitlements(BaseEntitlements[asyncio.Future[Decision]]):
             except Exception:
                 logger.exception("change feed stopped unexpectedly")
                 self.cache.unfollow()
-
-
-async def drive(flow: Generator[Action, object, T], http: httpx.AsyncClient) -> T:
-    """Run a ``_base`` generator: do each Send/Sleep it yields, feed back the outcome."""
-    try:
-        action = next(flow)
-        while True:
-            outcome: object = None
-            if isinstance(action, Sleep):
-                await asyncio.sleep(action.seconds)
-            else:
-                try:
-                    async with asyncio.timeout(action.timeout):
-                        outcome = await http.send(action.request)
-                except Exception as exc:  # any failure to get an answer is an outcome
-                    outcome = exc
-            action = flow.send(outcome)
-    except StopIteration as stop:
-        result: T = stop.value
-        return result

@@ -3,327 +3,48 @@
 ``_sync.py`` and ``_async.py`` only verify tokens, send HTTP requests, sleep
 and wait. What to send, whether to retry, how long to back off, whether the
 circuit is open, how to read an answer, what to cache and how to coalesce
-checks is decided here, once (as httpx's ``BaseClient``).
+checks is decided once (as httpx's ``BaseClient``), in this module and the
+ones it composes, one concept each:
 
-Retries and the change feed are written as generators that *yield* the I/O
-they need — :class:`Send` a request, :class:`Sleep` — and receive the outcome
-(an ``httpx.Response`` or the exception the send raised); each client drives
-them with its own I/O (the pattern of httpx's ``Auth.auth_flow``).
+- ``_questions``: a question checked against the service's input rules, ready to send;
+- ``_coalescer``: single flight and batching bookkeeping;
+- ``_retry``: one exchange with retries, backoff and the breaker (``breaker``);
+- ``_answers``: reading an answer into decisions or typed errors;
+- ``_feed``: the change-feed reader that keeps the decision cache (``_cache``) honest;
+- ``_flow``: the I/O those flows yield, and the drivers that do it.
 """
 
 from __future__ import annotations
 
-import copy
-import logging
-import random
-import re
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import Any, Final, Generic, Protocol, TypeAlias, TypeVar
+from collections.abc import Callable, Generator, Sequence
+from datetime import datetime
+from typing import Final, Generic
 
 import httpx
 import orjson
 
-from ._cache import CacheKey, DecisionCache
-from ._errors import (
-    INVALID_TOKEN_CODES,
-    ForbiddenError,
-    InvalidRequestError,
-    InvalidTokenError,
-    TokenRejectedError,
-    UnavailableError,
-)
+from ._answers import read
+from ._cache import DecisionCache
+from ._coalescer import Coalescer, Outcome, W
+from ._errors import ForbiddenError, InvalidTokenError, UnavailableError
+from ._feed import ChangeFeed
+from ._flow import Action
 from ._models import BreakerPolicy, ClientStats, Decision, RetryPolicy
-from .issuers import ALL_SCOPES
-from .jwks import KeySet
+from ._questions import Item, question
+from ._retry import exchange
+from .breaker import CircuitBreaker
 from .verify import IssuerConfig, TokenVerifier, VerifiedToken
 
-__all__ = ["service_issuer"]
-
-logger = logging.getLogger("entitlements_client")
+__all__ = ["MAX_BATCH", "BaseEntitlements"]
 
 MAX_BATCH: Final = 1000
-MAX_FEED_WAIT: Final = 25.0
-# The service's own input rules (entitlements.domain.model): checked before a check
-# joins a batch, so one bad question cannot fail the other callers' answers.
-_RESOURCE_RE: Final = re.compile(r"[a-z][a-z0-9_-]{0,31}:[A-Za-z0-9][A-Za-z0-9._~@+/:=-]{0,199}")
-_ACTION_RE: Final = re.compile(r"[a-z][a-z0-9_.-]{0,62}")
-_TERRITORY_RE: Final = re.compile(r"[A-Z]{2}")
-_USER_RE: Final = re.compile(r"[A-Za-z0-9._~@+/:=|-]{1,255}")
-_ROLE_RE: Final = re.compile(r"[A-Za-z0-9._~@+/:=|-]{1,128}")
-_MAX_ROLES: Final = 64
-_BATCH_FIELD_RE: Final = re.compile(r"checks\.([0-9]+)(?:\.|$)")
-_RETRY_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
-_REQUEST_STATUSES: Final = frozenset({400, 404, 409, 413, 422})
-
-#: (group, subject, roles, resource, action, territory, at, min_revision); group None
-#: means "asked with the service token", else the user's own token is forwarded.
-Flight: TypeAlias = tuple[str | None, str, tuple[str, ...], str, str, str, str | None, int | None]
-Outcome: TypeAlias = "Decision | BaseException"
-
-
-def service_issuer(
-    base_url: str, *, issuer: str, audience: str, algorithms: Sequence[str] = ("EdDSA", "ES256")
-) -> IssuerConfig:
-    """Trust the tokens the entitlements service at ``base_url`` signs itself.
-
-    Its keys come from ``<base_url>/.well-known/jwks.json`` (https, or http on
-    loopback); ``issuer``/``audience`` are the service's ``ENTITLEMENTS_ISSUER``
-    and ``ENTITLEMENTS_AUDIENCE``. The service's tokens are "ours": their ``sub``
-    is the user id as it is (no ``subject_prefix``; the service already put an
-    external user's namespace in the ``sub`` of the tokens it exchanged for them)
-    and every ``entitlements:*`` scope they carry counts.
-    """
-    keys = KeySet(url=base_url.rstrip("/") + "/.well-known/jwks.json")
-    return IssuerConfig(
-        issuer=issuer,
-        audience=audience,
-        keys=keys,
-        algorithms=tuple(algorithms),
-        subject_prefix="",
-        allowed_scopes=(ALL_SCOPES,),
-    )
-
-
-# -- I/O requests the generators yield ------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    """Send ``request``; give up after ``timeout`` seconds in all."""
-
-    request: httpx.Request
-    timeout: float
-
-
-@dataclass(frozen=True, slots=True)
-class Sleep:
-    seconds: float
-
-
-Action: TypeAlias = Send | Sleep
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One check ready to send: its JSON body, who asks, and where its answer goes."""
-
-    flight: Flight
-    cache_key: CacheKey | None
-    body: dict[str, Any]
-    group: str | None
-    #: The asking call's deadline (monotonic): a batch gives up at its earliest one.
-    deadline: float
-
-
-# -- circuit breaker -------------------------------------------------------------------
-
-
-class CircuitBreaker:
-    """closed → (``failures`` in a row) → open → (``reset_after``) → half-open: one trial."""
-
-    def __init__(self, policy: BreakerPolicy, clock: Callable[[], float]) -> None:
-        self.policy = policy
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._failures = 0
-        self._opened_at: float | None = None
-        self._trial_at: float | None = None
-
-    @property
-    def state(self) -> str:
-        with self._lock:
-            if self._opened_at is None:
-                return "closed"
-            if self._clock() - self._opened_at < self.policy.reset_after:
-                return "open"
-            return "half_open"
-
-    def allow(self) -> bool:
-        """May a request go out now? In half-open state only one trial at a time."""
-        with self._lock:
-            if self._opened_at is None:
-                return True
-            now = self._clock()
-            if now - self._opened_at < self.policy.reset_after:
-                return False
-            # A trial that never reported (its caller vanished) must not block forever.
-            if self._trial_at is not None and now - self._trial_at < self.policy.reset_after:
-                return False
-            self._trial_at = now
-            return True
-
-    def success(self) -> None:
-        with self._lock:
-            self._failures = 0
-            self._opened_at = None
-            self._trial_at = None
-
-    def failure(self) -> None:
-        with self._lock:
-            self._failures += 1
-            if self._trial_at is not None or self._failures >= self.policy.failures:
-                self._opened_at = self._clock()
-                self._trial_at = None
-
-
-# -- coalescing ---------------------------------------------------------------------------
-
-
-class Waiter(Protocol):
-    """What both ``asyncio.Future`` and ``concurrent.futures.Future`` offer."""
-
-    def set_result(self, result: Decision, /) -> None: ...
-
-    def set_exception(self, exception: BaseException, /) -> None: ...
-
-    def done(self) -> bool: ...
-
-
-W = TypeVar("W", bound=Waiter)
-
-
-class Coalescer(Generic[W]):
-    """Single flight and batching bookkeeping; the clients decide *when* to drain.
-
-    Every distinct check has one waiter from the moment it is asked until its
-    answer lands; an identical check joins that waiter instead of being sent
-    again. New checks wait in ``pending`` until drained into batches.
-    """
-
-    def __init__(self, max_batch: int) -> None:
-        self.max_batch = max_batch
-        self._lock = threading.Lock()
-        self._waiters: dict[Flight, W] = {}
-        self._pending: list[Item] = []
-        self.joined = 0
-
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
-    def join(
-        self,
-        items: Iterable[Item],
-        new_waiter: Callable[[], W],
-        recheck: Callable[[Item], Decision | None],
-    ) -> list[W]:
-        """The waiter of each item, queueing the ones not already pending or in flight.
-
-        ``recheck`` looks in the cache again before a new flight starts: an identical
-        check may have landed (cached, then settled) since the caller missed the cache.
-        """
-        out: list[W] = []
-        with self._lock:
-            for item in items:
-                waiter = self._waiters.get(item.flight)
-                if waiter is not None:
-                    self.joined += 1
-                elif (landed := recheck(item)) is not None:
-                    self.joined += 1
-                    waiter = new_waiter()
-                    waiter.set_result(landed)
-                else:
-                    waiter = self._waiters[item.flight] = new_waiter()
-                    self._pending.append(item)
-                out.append(waiter)
-        return out
-
-    def drain(self) -> list[tuple[str | None, list[Item]]]:
-        """Take every pending check, grouped by credentials, in chunks of ``max_batch``."""
-        with self._lock:
-            taken, self._pending = self._pending, []
-        groups: dict[str | None, list[Item]] = {}
-        for item in taken:
-            groups.setdefault(item.group, []).append(item)
-        return [
-            (group, items[i : i + self.max_batch])
-            for group, items in groups.items()
-            for i in range(0, len(items), self.max_batch)
-        ]
-
-    def settle(self, items: Sequence[Item], outcomes: Sequence[Outcome]) -> None:
-        """Hand each item's answer (or error) to its waiter and forget the flight."""
-        with self._lock:
-            waiters = [self._waiters.pop(item.flight, None) for item in items]
-        for waiter, outcome in zip(waiters, outcomes, strict=True):
-            if waiter is None or waiter.done():
-                continue
-            if isinstance(outcome, BaseException):
-                waiter.set_exception(fresh(outcome))
-            else:
-                waiter.set_result(outcome)
-
-    def fail_all(self, exc: BaseException) -> None:
-        """On close: every waiter gets ``exc``."""
-        with self._lock:
-            waiters, self._waiters, self._pending = list(self._waiters.values()), {}, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_exception(fresh(exc))
-
-
-def fresh(exc: BaseException) -> BaseException:
-    """A copy of ``exc`` for one more waiter: a shared instance would pile up tracebacks."""
-    clone = copy.copy(exc)
-    clone.args = exc.args
-    clone.__cause__ = exc.__cause__
-    clone.__traceback__ = None
-    return clone
-
-
-# -- reading answers ---------------------------------------------------------------------
-
-
-def retry_after(value: str | None, now: float) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - now)
-
-
-def _token_error(response: httpx.Response) -> str:
-    """The verifier's reason from a 401 problem body (``token_error``), or ``""``."""
-    try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        return ""
-    code = body.get("token_error") if isinstance(body, dict) else None
-    return code if isinstance(code, str) else ""
-
-
-def _problem_detail(response: httpx.Response) -> tuple[str, list[dict[str, Any]]]:
-    try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        return "", []
-    if not isinstance(body, dict):
-        return "", []
-    detail = body.get("detail") or body.get("title") or ""
-    errors = body.get("errors")
-    found = [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
-    return str(detail)[:300], found
 
 
 def _names(names: Sequence[str] | str) -> tuple[str, ...]:
     # A bare string is one name, not a sequence of one-letter names.
     return (names,) if isinstance(names, str) else tuple(names)
-
-
-# -- the shared client ---------------------------------------------------------------------
 
 
 class BaseEntitlements(Generic[W]):
@@ -382,7 +103,6 @@ class BaseEntitlements(Generic[W]):
         self.staleness = float(staleness)
         self.coalesce_window = float(coalesce_window)
         self.follow_changes = bool(follow_changes) and service_token is not None
-        self.feed_wait = min(MAX_FEED_WAIT, self.staleness / 2)
         self._clock = clock
         self.breaker = CircuitBreaker(breaker or BreakerPolicy(), clock)
         self.cache = DecisionCache(
@@ -398,7 +118,15 @@ class BaseEntitlements(Generic[W]):
         self.coalescer: Coalescer[W] = Coalescer(max_batch)
         self._check_url = self.base_url + "/v1/check"
         self._batch_url = self.base_url + "/v1/check/batch"
-        self._feed_url = self.base_url + "/v1/changes"
+        self.feed = ChangeFeed(
+            self.base_url + "/v1/changes",
+            self.cache,
+            staleness=self.staleness,
+            timeout=self.timeout,
+            authorization=lambda: self._authorization(None),
+            closed=lambda: self.closed,
+            clock=clock,
+        )
         self._counter_lock = threading.Lock()
         self._requests = 0
         self._batch_requests = 0
@@ -460,44 +188,17 @@ class BaseEntitlements(Generic[W]):
         min_revision: int | None,
     ) -> Item:
         """Validate one question and build what is sent for it."""
-        if not isinstance(resource, str) or not _RESOURCE_RE.fullmatch(resource):
-            raise InvalidRequestError(f"resource {str(resource)[:60]!r} is not 'type:id'")
-        if not isinstance(action, str) or not _ACTION_RE.fullmatch(action):
-            raise InvalidRequestError(f"action {str(action)[:60]!r} is not a lowercase identifier")
-        if not isinstance(territory, str) or not _TERRITORY_RE.fullmatch(territory):
-            raise InvalidRequestError(
-                f"territory {str(territory)[:10]!r} is not ISO 3166-1 alpha-2"
-            )
-        body: dict[str, Any] = {"resource": resource, "action": action, "territory": territory}
-        at_text = None
-        if at is not None:
-            if not isinstance(at, datetime) or at.tzinfo is None:
-                raise InvalidRequestError("at must be a timezone-aware datetime")
-            at_text = at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-            body["at"] = at_text
-        if min_revision is not None:
-            if isinstance(min_revision, bool) or not isinstance(min_revision, int):
-                raise InvalidRequestError("min_revision must be an integer")
-            if not 0 <= min_revision < 2**63:
-                raise InvalidRequestError("min_revision must be a non-negative integer")
-            body["min_revision"] = min_revision
-        subject, roles = verified.subject, verified.roles
-        group: str | None = token
-        # With a service token the question names the user: one identity for everyone, so
-        # checks of different users share batches. A subject or roles the API could not
-        # take in a body fall back to forwarding the user's own token.
-        if (
-            self._service_token is not None
-            and _USER_RE.fullmatch(subject)
-            and len(roles) <= _MAX_ROLES
-            and all(_ROLE_RE.fullmatch(r) for r in roles)
-        ):
-            body["subject"] = subject
-            body["roles"] = list(roles)
-            group = None
-        cache_key = None if at is not None else (subject, roles, resource, action, territory)
-        flight = (group, subject, roles, resource, action, territory, at_text, min_revision)
-        return Item(flight, cache_key, body, group, self._clock() + self.timeout)
+        return question(
+            token,
+            verified,
+            resource,
+            action,
+            territory,
+            at,
+            min_revision,
+            by_service=self._service_token is not None,
+            deadline=self._clock() + self.timeout,
+        )
 
     def _recheck(self, item: Item) -> Decision | None:
         if item.cache_key is None:
@@ -537,57 +238,7 @@ class BaseEntitlements(Generic[W]):
             self._batch_requests += batch
             self._checks_sent += checks
 
-    # -- one exchange with retries, backoff and the breaker -------------------------------
-
-    def _exchange(
-        self, build: Callable[[float], httpx.Request], deadline: float, checks: int
-    ) -> Generator[Action, object, httpx.Response]:
-        """Send until an answer that is final; raises UnavailableError when giving up."""
-        attempt = 0
-        last: httpx.Request | None = None
-        while True:
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                raise UnavailableError(
-                    "the entitlements service did not answer in time", request=last
-                )
-            if not self.breaker.allow():
-                raise UnavailableError(
-                    "the entitlements service is failing (circuit open)", request=last
-                )
-            request = last = build(remaining)
-            self._count(batch=checks > 1, checks=checks)
-            outcome = yield Send(request, remaining)
-            attempt += 1
-            after: float | None = None
-            if isinstance(outcome, httpx.Response):
-                status = outcome.status_code
-                if status >= 500 or status == 408:
-                    self.breaker.failure()
-                else:
-                    self.breaker.success()
-                if status not in _RETRY_STATUSES:
-                    return outcome
-                after = retry_after(outcome.headers.get("retry-after"), time.time())
-                failure = UnavailableError(
-                    f"the entitlements service answered {status}", request=request, response=outcome
-                )
-            else:
-                self.breaker.failure()
-                failure = UnavailableError(
-                    f"the entitlements service could not be reached ({type(outcome).__name__})",
-                    request=request,
-                )
-                if isinstance(outcome, BaseException):
-                    failure.__cause__ = outcome
-            if attempt >= self.retry.attempts:
-                raise failure
-            pause = self.retry.pause(attempt, after)
-            if pause is None or self._clock() + pause >= deadline:
-                raise failure
-            self._count(retry=True)
-            if pause > 0:
-                yield Sleep(pause)
+    # -- one request for a batch of checks ------------------------------------------
 
     def _run(
         self, group: str | None, items: Sequence[Item]
@@ -639,7 +290,15 @@ class BaseEntitlements(Generic[W]):
             )
 
         try:
-            response = yield from self._exchange(build, deadline, len(items))
+            response = yield from exchange(
+                build,
+                deadline,
+                retry=self.retry,
+                breaker=self.breaker,
+                clock=self._clock,
+                sent=lambda: self._count(batch=not single, checks=len(items)),
+                retried=lambda: self._count(retry=True),
+            )
         except UnavailableError as exc:
             return [exc] * len(items)
         outcomes, retry = self._read(response, items, group)
@@ -650,136 +309,12 @@ class BaseEntitlements(Generic[W]):
                 outcomes[i] = outcome
         return outcomes
 
-    def _read(
-        self, response: httpx.Response, items: Sequence[Item], group: str | None
-    ) -> tuple[list[Outcome], list[int]]:
-        """Outcomes from a final response, and which items to resend (a batch refused for
-        another item's bad field)."""
-        n = len(items)
-        status = response.status_code
-        request = response.request
-        if status == 200:
-            try:
-                body = orjson.loads(response.content)
-                if n == 1:
-                    return [Decision.from_json(body)], []
-                results = body.get("results") if isinstance(body, dict) else None
-                if not isinstance(results, list) or len(results) != n:
-                    raise ValueError("batch answer does not match the request")
-                return [Decision.from_json(r) for r in results], []
-            except ValueError:
-                # orjson.JSONDecodeError is a ValueError. Fail closed, never guess.
-                unreadable = UnavailableError(
-                    "the entitlements service sent an unreadable answer",
-                    request=request,
-                    response=response,
-                )
-                return [unreadable] * n, []
-        detail, errors = _problem_detail(response)
-        if status == 401:
-            if group is None:
-                # Our own credential was refused, not the user's: not their fault, no 401.
-                failure: BaseException = UnavailableError(
-                    "the entitlements service refused the SDK's service token",
-                    request=request,
-                    response=response,
-                )
-            else:
-                code = _token_error(response)
-                failure = TokenRejectedError(
-                    code if code in INVALID_TOKEN_CODES else "rejected_by_service",
-                    "the entitlements service rejected the token",
-                    request=request,
-                    response=response,
-                )
-            return [failure] * n, []
-        if status == 403:
-            message = detail or "forbidden"
-            return [ForbiddenError(message, request=request, response=response)] * n, []
-        if status in _REQUEST_STATUSES:
-            message = detail or f"the entitlements service refused the request ({status})"
-            if n > 1 and status == 422 and errors:
-                bad: dict[int, str] = {}
-                for e in errors:
-                    match = _BATCH_FIELD_RE.match(str(e.get("field", "")))
-                    if match is None or int(match.group(1)) >= n:
-                        bad.clear()
-                        break
-                    bad.setdefault(int(match.group(1)), f"{e.get('field')}: {e.get('message')}")
-                if bad and len(bad) < n:
-                    outcomes: list[Outcome] = [
-                        InvalidRequestError(bad[i], request=request, response=response)
-                        if i in bad
-                        else UnavailableError("not answered")
-                        for i in range(n)
-                    ]
-                    return outcomes, [i for i in range(n) if i not in bad]
-            return [InvalidRequestError(message, request=request, response=response)] * n, []
-        return [
-            UnavailableError(
-                f"the entitlements service answered {status}", request=request, response=response
-            )
-        ] * n, []
-
-    # -- the change feed ---------------------------------------------------------------
+    #: Reads a final answer: ``(outcomes, indexes to resend)``; see ``_answers.read``.
+    _read = staticmethod(read)
 
     def _follow(self) -> Generator[Action, object, None]:
-        """Long-poll ``/v1/changes`` forever, applying each page to the cache. Returns
-        only when the feed cannot be used at all (then entries live ``staleness``).
-
-        The first poll, and the first after a failure, does not wait: the cache is
-        fresh as soon as the feed has caught up once.
-        """
-        failures = 0
-        live = False
-        while not self.closed:
-            cursor = self.cache.cursor
-            assert cursor is not None
-            hold = self.feed_wait if live else 0.0
-            timeout = hold + self.timeout
-            outcome: object = None
-            try:
-                authorization = self._authorization(None)
-            except Exception:
-                logger.warning("change feed: no service token", exc_info=True)
-            else:
-                request = httpx.Request(
-                    "GET",
-                    self._feed_url,
-                    params={"since": cursor, "wait": f"{hold:g}"},
-                    headers={"Authorization": authorization, "Accept": "application/json"},
-                    extensions={"timeout": httpx.Timeout(timeout).as_dict()},
-                )
-                started = self._clock()
-                outcome = yield Send(request, timeout)
-            if isinstance(outcome, httpx.Response) and outcome.status_code in (403, 404):
-                logger.warning(
-                    "change feed refused (%s): cached decisions now live %.3g s",
-                    outcome.status_code,
-                    self.staleness,
-                )
-                self.cache.unfollow()
-                return
-            if isinstance(outcome, httpx.Response) and outcome.status_code == 200:
-                try:
-                    more, empty = self.cache.apply_page(orjson.loads(outcome.content))
-                except ValueError:
-                    logger.warning("change feed: unreadable page")
-                else:
-                    failures = 0
-                    live = not more
-                    # A server that does not hold the poll open must not make us spin.
-                    if hold and empty and not more and self._clock() - started < 0.05:
-                        yield Sleep(0.05)
-                    continue
-            elif isinstance(outcome, httpx.Response):
-                logger.info("change feed answered %s", outcome.status_code)
-            elif outcome is not None:
-                logger.info("change feed unreachable: %s", type(outcome).__name__)
-            failures += 1
-            live = False
-            cap = min(self.staleness / 2, 0.05 * 2 ** min(failures, 8))
-            yield Sleep(random.uniform(cap / 2, cap))
+        """The change-feed flow (see ``_feed``); the clients drive it."""
+        return self.feed.follow()
 
     # -- introspection -----------------------------------------------------------------
 

@@ -6,25 +6,24 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from datetime import datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
-from ._async import drive
-from ._base import MAX_BATCH, Action, BaseEntitlements, Item, Sleep
+from ._base import MAX_BATCH, BaseEntitlements
 from ._errors import NotAllowedError, UnavailableError
+from ._flow import drive, drive_sync
 from ._models import BreakerPolicy, Check, Decision, RetryPolicy
+from ._questions import Item
 from .verify import IssuerConfig, TokenVerifier, VerifiedToken
 
 __all__ = ["Entitlements"]
 
 logger = logging.getLogger("entitlements_client")
-
-T = TypeVar("T")
 
 #: The sender thread waits at most this many coalesce windows for stragglers (50 ms by
 #: default): threads woken together reach the SDK over tens of milliseconds.
@@ -259,7 +258,7 @@ class Entitlements(BaseEntitlements[Future[Decision]]):
                 chunks = self.coalescer.drain()
             for group, chunk in chunks:
                 try:
-                    outcomes = self._drive(self._run(group, chunk), self._http)
+                    outcomes = drive_sync(self._run(group, chunk), self._http, self._stop.wait)
                 except Exception:  # a bug must not leave callers waiting, nor kill the sender
                     logger.exception("entitlements check failed unexpectedly")
                     outcomes = [UnavailableError("no answer: the check failed")] * len(chunk)
@@ -275,24 +274,6 @@ class Entitlements(BaseEntitlements[Future[Decision]]):
             raise UnavailableError("no answer from the entitlements service in time") from None
 
     # -- I/O -------------------------------------------------------------------------------
-
-    def _drive(self, flow: Generator[Action, object, T], client: httpx.Client) -> T:
-        """Run a ``_base`` generator: do each Send/Sleep it yields, feed back the outcome."""
-        try:
-            action = next(flow)
-            while True:
-                outcome: object = None
-                if isinstance(action, Sleep):
-                    self._stop.wait(action.seconds)
-                else:
-                    try:
-                        outcome = client.send(action.request)
-                    except Exception as exc:  # any failure to get an answer is an outcome
-                        outcome = exc
-                action = flow.send(outcome)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
 
     def _start_feed(self) -> None:
         with self._cond:

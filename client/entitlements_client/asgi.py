@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ._errors import InvalidTokenError
+from .bearer import bearer_token, www_authenticate
 from .verify import TokenVerifier, VerifiedToken
 
 if TYPE_CHECKING:
@@ -34,25 +35,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-def bearer_token(authorization: str | None) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header value, or None."""
-    if not authorization:
-        return None
-    scheme, _, token = authorization.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return None
-    return token
-
-
-def www_authenticate(error: InvalidTokenError | None) -> str:
-    """The ``WWW-Authenticate`` value for a 401 (RFC 6750 §3)."""
-    if error is None:
-        return "Bearer"
-    description = error.message.replace("\\", "").replace('"', "'")
-    return f'Bearer error="invalid_token", error_description="{description}"'
 
 
 class EntitlementsMiddleware:

@@ -34,7 +34,7 @@ from fastapi import HTTPException, Request
 from ._async import AsyncEntitlements
 from ._errors import ForbiddenError, InvalidRequestError, InvalidTokenError, UnavailableError
 from ._models import Decision
-from .asgi import bearer_token, www_authenticate
+from .bearer import bearer_token, www_authenticate
 from .verify import VerifiedToken
 
 __all__ = ["authenticated", "require"]

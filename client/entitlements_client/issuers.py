@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -40,6 +40,7 @@ __all__ = [
     "default_subject_prefix",
     "parse_duration",
     "resolve_subject_prefix",
+    "service_issuer",
 ]
 
 SCOPE_NAMESPACE: Final = "entitlements:"
@@ -244,3 +245,26 @@ class IssuerConfig:
             subject_prefix=item.get("subject_prefix"),
             allowed_scopes=item.get("allowed_scopes", DEFAULT_ALLOWED_SCOPES),
         )
+
+
+def service_issuer(
+    base_url: str, *, issuer: str, audience: str, algorithms: Sequence[str] = ("EdDSA", "ES256")
+) -> IssuerConfig:
+    """Trust the tokens the entitlements service at ``base_url`` signs itself.
+
+    Its keys come from ``<base_url>/.well-known/jwks.json`` (https, or http on
+    loopback); ``issuer``/``audience`` are the service's ``ENTITLEMENTS_ISSUER``
+    and ``ENTITLEMENTS_AUDIENCE``. The service's tokens are "ours": their ``sub``
+    is the user id as it is (no ``subject_prefix``; the service already put an
+    external user's namespace in the ``sub`` of the tokens it exchanged for them)
+    and every ``entitlements:*`` scope they carry counts.
+    """
+    keys = KeySet(url=base_url.rstrip("/") + "/.well-known/jwks.json")
+    return IssuerConfig(
+        issuer=issuer,
+        audience=audience,
+        keys=keys,
+        algorithms=tuple(algorithms),
+        subject_prefix="",
+        allowed_scopes=(ALL_SCOPES,),
+    )

@@ -7,7 +7,7 @@ Policy (DESIGN.md "Tokens"; RFC 7515/7519/8725/9068):
   trailing bits). Header and payload are strict UTF-8 JSON objects: no BOM,
   no duplicate keys, no NaN/Infinity, no lone surrogates, no U+0000 (no
   identity holds one, and a database could not store it), nesting depth at
-  most 16.
+  most 16 (the strict decoding lives in ``_jose``).
 - The issuer is chosen by the exact ``iss`` string; the token's ``alg`` must
   be allowed for that issuer *and* equal the algorithm the ``kid``'s key is
   pinned to, so ``none``, HS* and key-type confusion cannot pass. ``kid`` is
@@ -38,20 +38,17 @@ key sets are refreshed by the verifications that miss.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import re
 import threading
 import time
-from base64 import urlsafe_b64decode
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final, NamedTuple, NoReturn
+from typing import Any, Final, NamedTuple
 
 from ._errors import InvalidTokenError
+from ._jose import TOKEN_RE, b64decode, fail, json_object
 from .issuers import SCOPE_NAMESPACE, IssuerConfig, check_namespaces, parse_duration
 from .jwks import ALGORITHMS, KeySet, PublicKey
 
@@ -66,7 +63,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MAX_LEEWAY: Final = 30.0
-MAX_JSON_DEPTH: Final = 16
 MAX_CLAIM_LENGTH: Final = 256
 # Integers beyond 2**53 do not survive a round trip through most JSON stacks.
 _MAX_NUMERIC_DATE: Final = 2**53
@@ -74,11 +70,6 @@ _MAX_NUMERIC_DATE: Final = 2**53
 _REJECTED_HEADERS: Final = frozenset(
     {"jku", "x5u", "jwk", "x5c", "crit", "b64", "cty", "zip", "enc"}
 )
-_TOKEN_RE: Final = re.compile(r"([A-Za-z0-9_-]*)\.([A-Za-z0-9_-]*)\.([A-Za-z0-9_-]*)")
-_B64_INDEX: Final = {
-    c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-}
-_SURROGATE_ESCAPE_RE: Final = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _normalize_typ(typ: str) -> str:
@@ -164,114 +155,28 @@ class _Remembered:
     key: PublicKey
 
 
-def _fail(code: str, message: str | None = None) -> NoReturn:
-    raise InvalidTokenError(code, message)
-
-
-# -- strict decoding ---------------------------------------------------------------------
-
-
-def _b64decode(segment: str) -> bytes:
-    # The alphabet was checked by _TOKEN_RE. A length of 4k+1 cannot be base64; with
-    # 4k+2 or 4k+3 characters the unused low bits of the last one must be zero, or many
-    # strings would decode to the same bytes (signature malleability, cache bypass).
-    rest = len(segment) % 4
-    if rest == 1:
-        _fail("malformed", "invalid base64url length")
-    if rest and _B64_INDEX[segment[-1]] & (0x0F if rest == 2 else 0x03):
-        _fail("malformed", "non-canonical base64url")
-    return urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        # Duplicate names are resolved differently by different parsers; refuse to guess.
-        raise ValueError("duplicate JSON member name")
-    return obj
-
-
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # "1e999" parses to inf
-        raise ValueError("number out of range")
-    return value
-
-
-_DECODER: Final = json.JSONDecoder(
-    object_pairs_hook=_unique_keys, parse_constant=_reject_constant, parse_float=_finite_float
-)
-
-
-def _check_tree(value: object, depth: int, check_strings: bool) -> None:
-    if depth > MAX_JSON_DEPTH:
-        raise ValueError("JSON nested too deeply")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if check_strings:
-                _check_string(key)
-            _check_tree(item, depth + 1, check_strings)
-    elif isinstance(value, list):
-        for item in value:
-            _check_tree(item, depth + 1, check_strings)
-    elif check_strings and isinstance(value, str):
-        _check_string(value)
-
-
-def _check_string(value: str) -> None:
-    value.encode("utf-8")  # lone surrogates from \\ud800 escapes raise here
-    if "\x00" in value:
-        raise ValueError("U+0000 in a string")
-
-
-def _json_object(raw: bytes, what: str) -> dict[str, Any]:
-    if raw.startswith(b"\xef\xbb\xbf"):
-        _fail("malformed", f"{what} starts with a byte order mark")
-    try:
-        text = raw.decode("utf-8")
-        value = _DECODER.decode(text)
-        # Cheap guards first: without enough brackets the tree cannot be too deep, and
-        # without a surrogate escape (or a \\u0000 escape: JSON has no other way to
-        # write a NUL) no string can hold a lone surrogate (or a NUL).
-        deep = raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH
-        suspect = "\\u" in text and (
-            "\\u0000" in text or _SURROGATE_ESCAPE_RE.search(text) is not None
-        )
-        if deep or suspect:
-            _check_tree(value, 1, suspect)
-    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeError are ValueErrors
-        _fail("malformed", f"{what} is not strict UTF-8 JSON")
-    if not isinstance(value, dict):
-        _fail("malformed", f"{what} is not a JSON object")
-    return value
-
-
 # -- claims ------------------------------------------------------------------------------
 
 
 def _required_string(payload: Mapping[str, Any], name: str) -> str:
     if name not in payload:
-        _fail("missing_claim", f"missing '{name}' claim")
+        fail("missing_claim", f"missing '{name}' claim")
     value = payload[name]
     if not isinstance(value, str) or not value or len(value) > MAX_CLAIM_LENGTH:
-        _fail("bad_claim", f"'{name}' must be a non-empty string of at most 256 characters")
+        fail("bad_claim", f"'{name}' must be a non-empty string of at most 256 characters")
     return value
 
 
 def _numeric_date(payload: Mapping[str, Any], name: str, *, required: bool) -> int | None:
     if name not in payload:
         if required:
-            _fail("missing_claim", f"missing '{name}' claim")
+            fail("missing_claim", f"missing '{name}' claim")
         return None
     value = payload[name]
     # bool is an int subclass; floats, strings and huge numbers are refused (DESIGN.md:
     # integer NumericDates), which also keeps all arithmetic below exact.
     if type(value) is not int or not 0 <= value < _MAX_NUMERIC_DATE:
-        _fail("bad_claim", f"'{name}' must be an integer NumericDate")
+        fail("bad_claim", f"'{name}' must be an integer NumericDate")
     return value
 
 
@@ -431,17 +336,17 @@ class TokenVerifier:
     def _as_text(self, token: object) -> str:
         if isinstance(token, bytes | bytearray):
             if len(token) > self._max_bytes:
-                _fail("too_large")
+                fail("too_large")
             try:
                 return bytes(token).decode("ascii")
             except UnicodeDecodeError:
-                _fail("malformed", "token is not ASCII")
+                fail("malformed", "token is not ASCII")
         if not isinstance(token, str):
-            _fail("malformed", "token must be a string")
+            fail("malformed", "token must be a string")
         if len(token) > self._max_bytes:
-            _fail("too_large")
+            fail("too_large")
         if not token.isascii():
-            _fail("malformed", "token is not ASCII")
+            fail("malformed", "token is not ASCII")
         return token
 
     def _recall(self, token: str) -> VerifiedToken | None:
@@ -459,7 +364,7 @@ class TokenVerifier:
         verified = entry.verified
         if verified.expires_at <= self._clock() - self._leeway:
             self.forget(token)
-            _fail("expired")
+            fail("expired")
         self._check_revoked(verified)
         with self._lock:
             self._hits += 1
@@ -474,43 +379,43 @@ class TokenVerifier:
         with self._lock:
             self._misses += 1
 
-        match = _TOKEN_RE.fullmatch(text)
+        match = TOKEN_RE.fullmatch(text)
         if match is None:
-            _fail("malformed", "token is not three base64url segments")
+            fail("malformed", "token is not three base64url segments")
         h64, p64, s64 = match.groups()
         if not h64 or not p64:
-            _fail("malformed", "token has an empty segment")
-        header = _json_object(_b64decode(h64), "header")
-        payload = _json_object(_b64decode(p64), "payload")
-        signature = _b64decode(s64)
+            fail("malformed", "token has an empty segment")
+        header = json_object(b64decode(h64), "header")
+        payload = json_object(b64decode(p64), "payload")
+        signature = b64decode(s64)
 
         if not _REJECTED_HEADERS.isdisjoint(header):
             name = sorted(_REJECTED_HEADERS.intersection(header))[0]
-            _fail("unsupported_header", f"header parameter '{name}' is not supported")
+            fail("unsupported_header", f"header parameter '{name}' is not supported")
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in ALGORITHMS:
-            _fail("bad_algorithm", "token algorithm is not accepted")
+            fail("bad_algorithm", "token algorithm is not accepted")
 
         if "iss" not in payload:
-            _fail("missing_claim", "missing 'iss' claim")
+            fail("missing_claim", "missing 'iss' claim")
         iss = payload["iss"]
         if not isinstance(iss, str):
-            _fail("bad_claim", "'iss' must be a string")
+            fail("bad_claim", "'iss' must be a string")
         issuer = self._issuers.get(iss)
         if issuer is None:
-            _fail("bad_issuer")
+            fail("bad_issuer")
         if alg not in issuer.algorithms:
-            _fail("bad_algorithm", "token algorithm is not accepted for this issuer")
+            fail("bad_algorithm", "token algorithm is not accepted for this issuer")
 
         typ = header.get("typ", "")
         if not isinstance(typ, str) or _normalize_typ(typ) not in issuer.typs:
-            _fail("bad_type", "token 'typ' is not accepted for this issuer")
+            fail("bad_type", "token 'typ' is not accepted for this issuer")
 
         if "kid" not in header:
-            _fail("unknown_key", "token has no 'kid'")
+            fail("unknown_key", "token has no 'kid'")
         kid = header["kid"]
         if not isinstance(kid, str) or not kid or len(kid) > MAX_CLAIM_LENGTH:
-            _fail("malformed", "'kid' must be a non-empty string of at most 256 characters")
+            fail("malformed", "'kid' must be a non-empty string of at most 256 characters")
 
         signing_input = text[: len(h64) + 1 + len(p64)].encode("ascii")
         return _Pending(text, issuer, header, payload, alg, kid, signing_input, signature)
@@ -520,12 +425,12 @@ class TokenVerifier:
         keys = step.issuer.config.keys
         if key is None:
             if keys.remote and keys.last_success is None:
-                _fail("keys_unavailable")
-            _fail("unknown_key")
+                fail("keys_unavailable")
+            fail("unknown_key")
         if key.alg != step.alg:
-            _fail("bad_algorithm", "token algorithm does not match its key")
+            fail("bad_algorithm", "token algorithm does not match its key")
         if not key.verify(step.signature, step.signing_input):
-            _fail("bad_signature")
+            fail("bad_signature")
         verified = self._claims(step)
         self._check_revoked(verified)
         if self._cache_size:
@@ -539,22 +444,22 @@ class TokenVerifier:
         payload, config = step.payload, step.issuer.config
 
         if "aud" not in payload:
-            _fail("missing_claim", "missing 'aud' claim")
+            fail("missing_claim", "missing 'aud' claim")
         aud = payload["aud"]
         if isinstance(aud, str):
             audience: tuple[str, ...] = (aud,)
         elif isinstance(aud, list) and aud and all(isinstance(a, str) for a in aud):
             audience = tuple(aud)
         else:
-            _fail("bad_claim", "'aud' must be a string or a non-empty list of strings")
+            fail("bad_claim", "'aud' must be a string or a non-empty list of strings")
         if config.audience not in audience:
-            _fail("bad_audience")
+            fail("bad_audience")
 
         # The user id is the issuer's namespace plus its sub; it obeys the length rule
         # of a claim as a whole, so it can travel in one of our tokens (exchange).
         subject = step.issuer.prefix + _required_string(payload, "sub")
         if len(subject) > MAX_CLAIM_LENGTH:
-            _fail(
+            fail(
                 "bad_claim",
                 f"'sub' with this issuer's subject_prefix exceeds {MAX_CLAIM_LENGTH} characters",
             )
@@ -565,16 +470,16 @@ class TokenVerifier:
         assert exp is not None and iat is not None
 
         if exp <= iat:
-            _fail("bad_claim", "'exp' must be after 'iat'")
+            fail("bad_claim", "'exp' must be after 'iat'")
         if exp - iat > config.max_lifetime:
-            _fail("lifetime_exceeded")
+            fail("lifetime_exceeded")
         now = self._clock()
         if exp <= now - self._leeway:
-            _fail("expired")
+            fail("expired")
         if iat > now + self._leeway:
-            _fail("not_yet_valid", "token was issued in the future")
+            fail("not_yet_valid", "token was issued in the future")
         if nbf is not None and nbf > now + self._leeway:
-            _fail("not_yet_valid")
+            fail("not_yet_valid")
 
         scope = payload.get("scope")
         if scope is None:
@@ -582,7 +487,7 @@ class TokenVerifier:
         elif isinstance(scope, str):
             scopes = frozenset(s for s in scope.split(" ") if s)
         else:
-            _fail("bad_claim", "'scope' must be a space-delimited string")
+            fail("bad_claim", "'scope' must be a space-delimited string")
         honoured = step.issuer.honoured
         if honoured is not None:
             scopes = frozenset(
@@ -591,10 +496,10 @@ class TokenVerifier:
 
         tenant = payload.get("tid")
         if tenant is not None and not isinstance(tenant, str):
-            _fail("bad_claim", "'tid' must be a string")
+            fail("bad_claim", "'tid' must be a string")
         act = payload.get("act")
         if act is not None and not isinstance(act, dict):
-            _fail("bad_claim", "'act' must be an object")
+            fail("bad_claim", "'act' must be an object")
 
         claims = _freeze(payload)
         return VerifiedToken(
@@ -617,12 +522,12 @@ class TokenVerifier:
         node: Any = payload
         for part in path:
             if not isinstance(node, dict):
-                _fail("bad_claim", "roles claim path does not lead through objects")
+                fail("bad_claim", "roles claim path does not lead through objects")
             if part not in node:
                 return ()
             node = node[part]
         if not isinstance(node, list) or not all(isinstance(r, str) for r in node):
-            _fail("bad_claim", "roles claim must be a list of strings")
+            fail("bad_claim", "roles claim must be a list of strings")
         return tuple(node)
 
     def _check_revoked(self, verified: VerifiedToken) -> None:
@@ -633,4 +538,4 @@ class TokenVerifier:
         except Exception as exc:  # fail closed
             raise InvalidTokenError("revocation_check_failed") from exc
         if revoked:
-            _fail("revoked")
+            fail("revoked")

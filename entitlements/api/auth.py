@@ -26,6 +26,7 @@ from entitlements.service.access import (
 )
 from entitlements.service.access import require_listed as resource_allowed
 from entitlements_client import InvalidTokenError, TokenVerifier, VerifiedToken
+from entitlements_client.bearer import bearer_token as parse_bearer
 
 __all__ = [
     "EXCHANGE_TYP",
@@ -78,10 +79,10 @@ def bearer_token(request: Request) -> str:
     header = request.headers.get("authorization")
     if header is None:
         raise UnauthenticatedError("an Authorization: Bearer token is required")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = parse_bearer(header)
+    if token is None:
         raise UnauthenticatedError("the Authorization header must be 'Bearer <token>'")
-    return token.strip()
+    return token
 
 
 def _authenticator(request: Request) -> Authenticator:

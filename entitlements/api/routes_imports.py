@@ -23,13 +23,13 @@ import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.responses import Response
 
-from entitlements.api import problems
 from entitlements.api.auth import SCOPE_IMPORT, require_scope
 from entitlements.api.openapi import AUTH, PROBLEM, STORE, answers, json_response
+from entitlements.api.problems import problem
 from entitlements.domain.parsers import SOURCE_PATTERN, anchored
 from entitlements.domain.values import parse_text
 from entitlements.service.import_formats import Format, Kind
-from entitlements.service.imports import ImportLimits, ImportOptions, ImportService
+from entitlements.service.imports import ImportOptions
 from entitlements_client import VerifiedToken
 
 router = APIRouter(prefix="/v1", tags=["imports"])
@@ -150,15 +150,12 @@ async def create_import(
 ) -> Response:
     chosen = format_of(request, format)
     if chosen is None:
-        return problems.problem(
+        return problem(
             415,
             "unsupported-media-type",
             "Unsupported media type",
             "send text/csv or application/x-ndjson, or say ?format=csv|ndjson",
         )
-    ent = request.state.ent
-    limits = ImportLimits(lock_timeout=ent.settings.import_lock_wait)
-    service = ImportService(ent.store.pool, limits, dsn=ent.settings.database_url)
     chosen_kind: Kind = kind
     options = ImportOptions(
         format=chosen,
@@ -172,12 +169,12 @@ async def create_import(
     size = int(length) if length.isdigit() else None  # a large NDJSON upload: read in parallel
     # A client that goes away mid-upload raises ClientDisconnect here: the import rolls
     # back, records itself failed, and problems.py logs one line.
-    report = await service.run(request.stream(), options, size_hint=size)
+    report = await request.state.ent.imports.run(request.stream(), options, size_hint=size)
     body = report.to_json()
     location = {"Location": f"/v1/imports/{report.id}"}
     if report.ok:
         return _json(body, headers=location)
-    return problems.problem(
+    return problem(
         422,
         "import-failed",
         "The import was refused; nothing was imported",
@@ -212,7 +209,7 @@ async def get_import(
     ],
 ) -> Response:
     import_id = parse_text(import_id, "import_id", MAX_IMPORT_ID_LENGTH)
-    return _json(await ImportService(request.state.ent.store.pool).get(import_id))
+    return _json(await request.state.ent.imports.get(import_id))
 
 
 def _first(body: dict[str, Any]) -> str:

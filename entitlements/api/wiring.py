@@ -21,16 +21,19 @@ from entitlements.cache.local import ChangeIndex, LocalCache
 from entitlements.cache.redis import RedisGrantCache
 from entitlements.cache.source import CachedGrantSource
 from entitlements.domain.change import Change
-from entitlements.keys.signing import SigningKeyStore
 from entitlements.service.access import EXCHANGE_TYP, AccessService
 from entitlements.service.admin import AdminService
 from entitlements.service.changes import ChangeFeedService
 from entitlements.service.checks import CheckService, GrantSource, StoreGrantSource
+from entitlements.service.imports import ImportLimits, ImportService
 from entitlements.service.tokens import TokenService
 from entitlements.settings import Settings
 from entitlements.store.follower import ChangeFollower
+from entitlements.store.imports import PostgresImportStore
+from entitlements.store.keys import PostgresKeyStore
 from entitlements.store.postgres import GRAPH_CHECK_TASK, PostgresStore, warn_if_graph_too_deep
 from entitlements.store.pruner import ChangePruner
+from entitlements.store.tokens import PostgresTokenStore
 from entitlements_client import IssuerConfig, KeySet, TokenVerifier
 from entitlements_client.issuers import ALL_SCOPES
 
@@ -52,6 +55,7 @@ class AppState:
     admin: AdminService
     feed: ChangeFeedService
     tokens: TokenService
+    imports: ImportService
     auth: Authenticator
     follower: ChangeFollower
     index: ChangeIndex
@@ -166,8 +170,8 @@ async def running(settings: Settings) -> AsyncIterator[AppState]:
         stack.push_async_callback(store.close)
         keyset = KeySet(jwks={"keys": []})
         tokens = TokenService(
-            store.pool,
-            SigningKeyStore(store.pool, settings.signing_alg),
+            PostgresKeyStore(store.pool, settings.signing_alg),
+            PostgresTokenStore(store.pool),
             keyset,
             issuer=settings.issuer,
             audience=settings.audience,
@@ -209,6 +213,10 @@ async def running(settings: Settings) -> AsyncIterator[AppState]:
             admin=AdminService(store, follower.catch_up),
             feed=ChangeFeedService(store, follower),
             tokens=tokens,
+            imports=ImportService(
+                PostgresImportStore(store.pool, dsn=dsn),
+                ImportLimits(lock_timeout=settings.import_lock_wait),
+            ),
             auth=build_verifiers(settings, keyset, tokens),
             follower=follower,
             index=index,

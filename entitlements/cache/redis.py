@@ -9,7 +9,6 @@ trying for a while so a dead Redis costs nothing per request.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -19,42 +18,9 @@ from redis.exceptions import RedisError
 
 from entitlements.domain.decision import CheckData
 from entitlements.domain.grant import GRANT_LAYOUT, grant_from_cache, grant_to_cache
+from entitlements_client.breaker import BreakerPolicy, CircuitBreaker
 
 log = logging.getLogger("entitlements.cache")
-
-
-class CircuitBreaker:
-    """Closed → open after ``threshold`` consecutive failures; half-open after ``cooldown``."""
-
-    def __init__(
-        self, threshold: int = 3, cooldown: float = 2.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.threshold = threshold
-        self.cooldown = cooldown
-        self.clock = clock
-        self.failures = 0
-        self.opened_at: float | None = None
-
-    def allow(self) -> bool:
-        if self.opened_at is None:
-            return True
-        # Half-open: let a call through once the cooldown has passed.
-        return self.clock() - self.opened_at >= self.cooldown
-
-    def success(self) -> None:
-        self.failures = 0
-        self.opened_at = None
-
-    def failure(self) -> None:
-        self.failures += 1
-        if self.failures >= self.threshold:
-            self.opened_at = self.clock()
-
-    @property
-    def state(self) -> str:
-        if self.opened_at is None:
-            return "closed"
-        return "half-open" if self.allow() else "open"
 
 
 ENVELOPE: Final = 3
@@ -109,7 +75,7 @@ class RedisGrantCache:
         self.client = client
         self.prefix = prefix
         self.ttl = ttl
-        self.breaker = breaker or CircuitBreaker()
+        self.breaker = breaker or CircuitBreaker(BreakerPolicy(failures=3, reset_after=2.0))
         self.on_error = on_error
 
     @classmethod

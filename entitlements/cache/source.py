@@ -16,39 +16,30 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Protocol
 
 from entitlements import metrics
 from entitlements.cache.local import RESOURCE, USER, ChangeIndex, LocalCache
-from entitlements.cache.redis import RedisGrantCache
 from entitlements.domain.model import CheckData
 from entitlements.errors import StoreUnavailableError
-from entitlements.service.checks import ensure_fresh
-
-
-class ViewStore(Protocol):
-    async def load_check(self, resource: str, subjects: Sequence[str]) -> CheckData: ...
-
-    async def load_checks(
-        self, resources: Sequence[str], subjects: Sequence[str] | None
-    ) -> tuple[int, dict[str, CheckData]]: ...
-
-    async def load_user_grants(self, user_id: str) -> CheckData: ...
+from entitlements.service.checks import StoreGrantSource
+from entitlements.service.ports import CheckReads, GrantCache
 
 
 class CachedGrantSource:
-    """Implements ``service.checks.GrantSource`` over the caches and the store."""
+    """Implements the ``GrantSource`` port over the caches and the store (``CheckReads``);
+    when cached entries may not answer, it is ``StoreGrantSource`` (``direct``)."""
 
     def __init__(
         self,
-        store: ViewStore,
+        store: CheckReads,
         index: ChangeIndex,
         *,
         local: LocalCache | None = None,
-        shared: RedisGrantCache | None = None,
+        shared: GrantCache | None = None,
         staleness: float = 5.0,
     ) -> None:
         self.store = store
+        self.direct = StoreGrantSource(store)
         self.index = index
         # Not `local or ...`: an empty LocalCache is falsy (it has __len__).
         self.local = local if local is not None else LocalCache(index)
@@ -75,7 +66,7 @@ class CachedGrantSource:
         self, resource: str, user: str, subjects: frozenset[str], min_revision: int | None
     ) -> CheckData:
         if not self.usable(min_revision):
-            return await self._direct(resource, subjects, min_revision)
+            return await self.direct.check_data(resource, user, subjects, min_revision)
         views = await self._get_many(RESOURCE, [resource])
         own = (await self._get_many(USER, [user]))[user]
         return self._combine(resource, views[resource], own)
@@ -88,19 +79,10 @@ class CachedGrantSource:
         min_revision: int | None,
     ) -> dict[str, CheckData]:
         if not self.usable(min_revision):
-            revision, data = await self.store.load_checks(resources, sorted(subjects))
-            ensure_fresh(revision, min_revision)
-            return data
+            return await self.direct.check_data_many(resources, user, subjects, min_revision)
         views = await self._get_many(RESOURCE, list(dict.fromkeys(resources)))
         own = (await self._get_many(USER, [user]))[user]
         return {r: self._combine(r, views[r], own) for r in views}
-
-    async def _direct(
-        self, resource: str, subjects: frozenset[str], min_revision: int | None
-    ) -> CheckData:
-        data = await self.store.load_check(resource, sorted(subjects))
-        ensure_fresh(data.revision, min_revision)
-        return data
 
     async def _get_many(self, kind: str, keys: Sequence[str]) -> dict[str, CheckData]:
         """Every key's grant set: L1, then in-flight loads, then L2, then one store query."""

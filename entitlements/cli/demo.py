@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import shlex
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
+from entitlements.cli.admin import opened
 from entitlements.domain.model import grant_from_mapping, resource_from_mapping
-from entitlements.keys.signing import SigningKeyStore, mint
+from entitlements.service.ports import Catalog, ChangeFeed
 from entitlements.settings import Settings
-from entitlements.store.postgres import PostgresStore
 
 LABELS = ["label:acme", "label:indigo", "label:nova"]
 RELEASES = {
@@ -94,7 +94,11 @@ def demo_grants(now: datetime) -> list[dict[str, Any]]:
     ]
 
 
-async def load_catalogue(store: PostgresStore, now: datetime | None = None) -> int:
+class DemoStore(Catalog, ChangeFeed, Protocol):
+    """Where the demo catalogue goes (``PostgresStore`` is one)."""
+
+
+async def load_catalogue(store: DemoStore, now: datetime | None = None) -> int:
     """Put the demo resources and grants; returns the revision reached."""
     revision = await store.revision()
     for label in LABELS:
@@ -111,29 +115,18 @@ async def load_catalogue(store: PostgresStore, now: datetime | None = None) -> i
 
 async def load_demo(settings: Settings) -> str:
     """Load the catalogue, mint tokens, and return the text to show the user."""
-    assert settings.database_url is not None
-    store = await PostgresStore.open(settings.database_url, min_size=1, max_size=2)
-    try:
+    async with opened(settings) as (store, tokens):
         revision = await load_catalogue(store)
-        key = await SigningKeyStore(store.pool, settings.signing_alg).ensure_active()
+        await tokens.start()
 
         def token(sub: str, roles: list[str], scopes: list[str]) -> str:
-            return mint(
-                key,
-                issuer=settings.issuer,
-                audience=settings.audience,
-                subject=sub,
-                ttl=min(settings.token_max_lifetime, 12 * 3600),
-                roles=roles,
-                scopes=scopes,
-            )[0]
+            ttl = min(settings.token_max_lifetime, 12 * 3600)
+            return tokens.mint_access(sub, roles=roles, scopes=scopes, ttl=ttl)
 
         alice = token("alice", ["plan:premium"], [])
         bob = token("bob", ["plan:free"], [])
         admin = token("ops", [], ["entitlements:admin", "entitlements:import"])
         service = token("svc-player", [], ["entitlements:check:any", "entitlements:exchange"])
-    finally:
-        await store.close()
     base = f"http://{settings.host}:{settings.port}"
 
     def curl(tok: str, path: str, body: dict[str, Any] | None = None) -> str:

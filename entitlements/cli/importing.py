@@ -32,6 +32,7 @@ from rich.progress import (
 )
 from rich.progress import Progress as Bar
 
+from entitlements.cli.environment import database, fail, load_settings, run
 from entitlements.domain.values import text_problem
 from entitlements.service.import_formats import Format, Kind
 
@@ -99,7 +100,6 @@ def import_command(
     ] = None,
 ) -> None:
     """Bulk-import grants or resources: validated, all or nothing, idempotent."""
-    from entitlements.cli.main import database, fail, load_settings, run
     from entitlements.service.imports import ImportOptions
 
     chosen = format or EXTENSIONS.get(file.suffix.lower())
@@ -139,6 +139,7 @@ async def _import(
 ) -> ImportReport:
     from entitlements.service.import_formats import read_file
     from entitlements.service.imports import ImportLimits, ImportService
+    from entitlements.store.imports import PostgresImportStore
     from entitlements.store.postgres import PostgresStore
 
     assert settings.database_url is not None
@@ -153,7 +154,8 @@ async def _import(
     sys.setswitchinterval(IMPORT_SWITCH_INTERVAL)
     try:
         limits = ImportLimits(read_processes=processes, lock_timeout=settings.import_lock_wait)
-        service = ImportService(store.pool, limits, dsn=settings.database_url)
+        imports = PostgresImportStore(store.pool, dsn=settings.database_url)
+        service = ImportService(imports, limits)
         return await service.run(read_file(str(file)), options, progress=show, size_hint=size)
     finally:
         sys.setswitchinterval(interval)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from entitlements.domain.grant import Grant
 from entitlements.domain.parsers import parse_grant_id, parse_resource, parse_subject
@@ -17,41 +16,11 @@ from entitlements.domain.resource import Resource, resource_from_mapping
 from entitlements.domain.validation import grant_from_mapping
 from entitlements.service.access import SCOPE_ADMIN, require_scope
 from entitlements.service.checks import decode_cursor, encode_cursor
+from entitlements.service.ports import Catalog
 from entitlements_client import VerifiedToken
 
 Body = Callable[[], Awaitable[object]]
 """The body of a write, read when the service is ready for it (after the id is checked)."""
-
-
-class Written(Protocol):
-    """What the store says of a write."""
-
-    @property
-    def revision(self) -> int: ...
-
-    @property
-    def changed(self) -> bool: ...
-
-    @property
-    def created(self) -> bool: ...
-
-
-class Catalog(Protocol):
-    """The grants and resources as the store keeps them."""
-
-    async def put_grant(self, grant: Grant) -> Written: ...
-
-    async def get_grant(self, grant_id: str) -> Grant: ...
-
-    async def delete_grant(self, grant_id: str) -> int: ...
-
-    async def list_grants(
-        self, *, resource: str | None, subject: str | None, after: str | None, limit: int
-    ) -> list[Grant]: ...
-
-    async def put_resource(self, resource: Resource) -> Written: ...
-
-    async def get_resource(self, resource_id: str) -> Resource: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,4 +114,4 @@ class AdminService:
         return await self.catalog.get_resource(parse_resource(resource_id, "id"))
 
 
-__all__ = ["AdminService", "Catalog", "GrantPage", "GrantWritten", "ResourceWritten"]
+__all__ = ["AdminService", "GrantPage", "GrantWritten", "ResourceWritten"]

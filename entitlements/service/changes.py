@@ -6,11 +6,11 @@ trusted services read it (``SCOPE_CHECK_ANY``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Final, Protocol
 
-from entitlements.domain.change import Change
 from entitlements.service.access import SCOPE_CHECK_ANY, require_scope
+from entitlements.service.ports import ChangeFeed
+from entitlements.store.results import ChangePage
 from entitlements_client import VerifiedToken
 
 MAX_WAIT: Final = 30.0
@@ -18,24 +18,9 @@ MAX_WAIT: Final = 30.0
 MAX_PAGE: Final = 10_000
 
 
-class FeedPage(Protocol):
-    """A page of the change log: its entries, the revision it reaches, whether more follow."""
-
-    @property
-    def changes(self) -> Sequence[Change]: ...
-
-    @property
-    def reached(self) -> int: ...
-
-    @property
-    def more(self) -> bool: ...
-
-
-class ChangeLog(Protocol):
-    async def changes_since(self, revision: int, limit: int = ...) -> FeedPage: ...
-
-
 class Follower(Protocol):
+    """Whatever tracks the newest revision in this process (the change follower)."""
+
     async def wait_past(self, revision: int, timeout: float) -> bool: ...
 
 
@@ -44,7 +29,7 @@ class ChangeFeedService:
 
     scope = SCOPE_CHECK_ANY
 
-    def __init__(self, log: ChangeLog, follower: Follower) -> None:
+    def __init__(self, log: ChangeFeed, follower: Follower) -> None:
         self.log = log
         self.follower = follower
 
@@ -53,7 +38,7 @@ class ChangeFeedService:
 
     async def since(
         self, caller: VerifiedToken, revision: int, *, wait: float, limit: int
-    ) -> FeedPage:
+    ) -> ChangePage:
         """What changed after ``revision``, waiting up to ``wait`` seconds for it."""
         self.authorize(caller)
         if wait > 0:
@@ -63,4 +48,4 @@ class ChangeFeedService:
         return await self.log.changes_since(revision, limit=limit)
 
 
-__all__ = ["MAX_WAIT", "ChangeFeedService", "FeedPage"]
+__all__ = ["MAX_WAIT", "ChangeFeedService", "Follower"]

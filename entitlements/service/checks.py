@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
 from entitlements.domain.model import MAX_DEPTH, CheckData, Decision, Grant, parse_resource
 from entitlements.domain.policy import Query, decide, subjects_for
 from entitlements.errors import FieldError, InvalidInputError
+from entitlements.service.ports import CheckReads, GrantSource
 
 MAX_BATCH = 1000
 MAX_PAGE = 1000
@@ -37,34 +37,6 @@ class CheckRequest:
     territory: str
     at: datetime | None = None
     min_revision: int | None = None
-
-
-class GrantSource(Protocol):
-    """Where checks get their candidate grants: the store, or a cache in front of it."""
-
-    async def check_data(
-        self, resource: str, user: str, subjects: frozenset[str], min_revision: int | None
-    ) -> CheckData: ...
-
-    async def check_data_many(
-        self,
-        resources: Sequence[str],
-        user: str,
-        subjects: frozenset[str],
-        min_revision: int | None,
-    ) -> dict[str, CheckData]: ...
-
-
-class ListingStore(Protocol):
-    async def listing_candidates(
-        self,
-        subjects: Sequence[str],
-        action: str,
-        *,
-        type_: str | None,
-        after: str | None,
-        limit: int,
-    ) -> list[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +112,7 @@ class CheckService:
     def __init__(
         self,
         source: GrantSource,
-        listing: ListingStore,
+        listing: CheckReads,
         too_deep: TooDeepWarning | None = None,
     ) -> None:
         self.source = source
@@ -229,9 +201,10 @@ class CheckService:
 
 
 class StoreGrantSource:
-    """Uncached: every check reads Postgres (the baseline the cache must beat)."""
+    """Uncached: every check reads the store (the baseline the cache must beat, and the
+    cache's own way past itself when its entries may not answer)."""
 
-    def __init__(self, store: _CheckStore) -> None:
+    def __init__(self, store: CheckReads) -> None:
         self.store = store
 
     async def check_data(
@@ -251,14 +224,6 @@ class StoreGrantSource:
         revision, data = await self.store.load_checks(resources, sorted(subjects))
         ensure_fresh(revision, min_revision)
         return data
-
-
-class _CheckStore(Protocol):
-    async def load_check(self, resource: str, subjects: Sequence[str]) -> CheckData: ...
-
-    async def load_checks(
-        self, resources: Sequence[str], subjects: Sequence[str]
-    ) -> tuple[int, dict[str, CheckData]]: ...
 
 
 def ensure_fresh(revision: int, min_revision: int | None) -> None:

@@ -29,7 +29,7 @@ Decisions about hostile input (each refusal names the line):
   CSV injection) rejects that row. No valid value starts with those
   characters, so refusing them loses nothing.
 - JSON (NDJSON lines and CSV ``attributes`` cells): duplicate keys and
-  ``NaN``/``Infinity`` are refused, not silently resolved. A record nested
+  ``NaN``/``Infinity`` are refused, not silently resolved (``strict_json``). A record nested
   deeper than any valid one (``attributes`` nest at most 32 levels) is refused
   naming its field, without handing it to a recursive parser.
 - An empty file, or a CSV file with a header and no rows, is refused.
@@ -42,7 +42,6 @@ or skip with ``--skip-invalid``).
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from typing import Any, Final, Literal, Protocol
 
@@ -56,14 +55,11 @@ from entitlements.domain.model import (
     parse_grant_id,
     resource_from_mapping,
 )
-from entitlements.domain.values import (
-    DECODER_MAX_DEPTH,
-    brief,
-    shown,
-    too_deep,
-    too_deep_problem,
-)
+from entitlements.domain.values import brief, shown
 from entitlements.errors import FieldError, InvalidInputError
+from entitlements.service.strict_json import encoding_problem, json_problem, loads_strict
+from entitlements.service.strict_json import find_duplicate as _find_duplicate
+from entitlements.service.strict_json import surely_unique as _surely_unique
 
 Format = Literal["ndjson", "csv"]
 Kind = Literal["grant", "resource"]
@@ -104,131 +100,6 @@ class RecordSink(Protocol):
 def fatal(line: int | None, message: str, field: str = "") -> InvalidInputError:
     """An error that stops the whole import, naming where."""
     return InvalidInputError(FieldError(field, message, line))
-
-
-# --- strict JSON ------------------------------------------------------------
-
-
-class _DuplicateKeyError(ValueError):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _DuplicateKeyError(key)
-            seen.add(key)
-    return out
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number (NaN and Infinity are refused)")
-
-
-# The stdlib decoder is the exact (slow) check: it sees every key, in order.
-_STRICT_JSON: Final = json.JSONDecoder(
-    object_pairs_hook=_unique_pairs, parse_constant=_no_constants
-)
-_WHITESPACE: Final = b" \t\r\n"
-
-
-def _surely_unique(raw: bytes, value: Any, nested: str | None = None) -> bool:
-    """A cheap proof that the JSON text ``raw`` (parsed: ``value``) has no duplicate keys,
-    or False when it cannot tell (the exact decoder then decides).
-
-    orjson keeps the last of duplicate keys silently, so the parsed value alone
-    cannot tell. Two proofs, each sound:
-
-    - ``raw`` is byte for byte what orjson writes for ``value`` (compact JSON in
-      key order: what most feed generators write). A text with a repeated key
-      cannot be the serialisation of a dict, whose keys are unique.
-    - Otherwise, without backslashes no string holds a ``"``, so every ``"``
-      delimits a string, and every key is a string followed (after optional
-      whitespace) by ``:``. With whitespace removed, ``":`` then occurs once for
-      every key in the text, at any depth, plus once for each string value that
-      starts with ``:``. If that count equals the keys we hold (the top level,
-      and the object under ``nested``), none was lost; a repeated key anywhere
-      would make the count larger.
-    """
-    try:
-        if orjson.dumps(value) == raw:
-            return True
-    except (TypeError, orjson.JSONEncodeError):
-        return False
-    if type(value) is not dict or b"\\" in raw:
-        return False
-    inner = value.get(nested) if nested is not None else None
-    keys = len(value) + (len(inner) if type(inner) is dict else 0)
-    return raw.translate(None, _WHITESPACE).count(b'":') == keys
-
-
-def _find_duplicate(raw: bytes | str) -> FieldError | None:
-    """The exact check: the first duplicate key anywhere in ``raw``, if any.
-
-    Not for text nested deeper than any valid record (``DECODER_MAX_DEPTH``): the
-    validator refuses it for its depth whatever its keys, and the stdlib decoder
-    would recurse once per level.
-    """
-    if too_deep(raw, DECODER_MAX_DEPTH) is not None:
-        return None
-    try:
-        _STRICT_JSON.decode(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
-    except _DuplicateKeyError as dup:
-        return FieldError(shown(dup.key), "duplicate key: JSON keys must be unique")
-    except ValueError:
-        return None  # orjson accepted it; any other objection is not ours to add
-    return None
-
-
-def _json_problem(raw: bytes | str, exc: ValueError) -> FieldError:
-    """Why a JSON text was refused, in words a rights team can act on."""
-    deep = too_deep(raw, DECODER_MAX_DEPTH)
-    if deep is not None:  # e.g. beyond orjson's own limit (1,024 levels)
-        return too_deep_problem(deep)
-    if isinstance(raw, bytes):
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as bad:
-            return _encoding_problem(bad)
-    else:
-        text = raw
-    try:
-        _STRICT_JSON.decode(text)
-    except _DuplicateKeyError as dup:
-        return FieldError(shown(dup.key), "duplicate key: JSON keys must be unique")
-    except json.JSONDecodeError as err:
-        return FieldError("", f"not valid JSON: {err.msg} (column {err.colno})")
-    except ValueError as err:
-        return FieldError("", str(err))
-    msg = getattr(exc, "msg", None) or str(exc)
-    return FieldError("", f"not valid JSON: {msg}")
-
-
-def _encoding_problem(exc: UnicodeDecodeError) -> FieldError:
-    byte = exc.object[exc.start : exc.start + 1].hex().upper()
-    return FieldError(
-        "",
-        f"not valid UTF-8 (byte 0x{byte} at byte {exc.start + 1} of the line): save the file"
-        " as UTF-8 (Latin-1, Windows-1252 and UTF-16 are not accepted)",
-    )
-
-
-def loads_strict(raw: str) -> Any:
-    """Parse one JSON text (a CSV ``attributes`` cell): duplicate keys, NaN and Infinity refused."""
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInputError(_json_problem(raw, exc)) from None
-    if isinstance(value, dict | list) and not _surely_unique(raw.encode(), value):
-        duplicate = _find_duplicate(raw)
-        if duplicate is not None:
-            raise InvalidInputError(duplicate)
-    return value
 
 
 # --- physical lines -----------------------------------------------------------
@@ -447,7 +318,7 @@ class NdjsonReader(_Records):
             try:
                 obj = loads(raw)
             except decode_error as exc:
-                sink.reject(line, (_json_problem(raw, exc),), None, default)
+                sink.reject(line, (json_problem(raw, exc),), None, default)
                 continue
             if type(obj) is not dict:
                 sink.reject(
@@ -519,9 +390,9 @@ class CsvReader(_Records):
             texts = [raw.decode("utf-8") for raw in raws]
         except UnicodeDecodeError as exc:
             if self.header is None:
-                raise fatal(line, _encoding_problem(exc).message) from None
+                raise fatal(line, encoding_problem(exc).message) from None
             self.records += 1
-            self.sink.reject(line, (_encoding_problem(exc),), None, self.kind)
+            self.sink.reject(line, (encoding_problem(exc),), None, self.kind)
             return
         if len(texts) == 1:
             text = texts[0]

@@ -4,7 +4,7 @@ Decoding, validating and rendering a row is a few microseconds of pure Python,
 and one interpreter runs it on one core at a time. For a large NDJSON file the
 import cuts the stream at line ends into segments and hands each to a process
 of a small pool; every segment comes back as the rows the in-process reader
-would have produced (``_Run``'s staged rows, rejects with their lines, notes),
+would have produced (``ImportRun``'s staged rows, rejects with their lines, notes),
 and the import applies them strictly in file order. So the report, the
 duplicate checks and all-or-nothing are those of the in-process path; only the
 work is spread.
@@ -34,7 +34,7 @@ from typing import Any, Final
 from entitlements.domain.model import GrantRow, Resource
 from entitlements.errors import FieldError, InvalidInputError
 from entitlements.service.import_formats import Kind, NdjsonReader
-from entitlements.service.pg_copy import GrantRows, change_key, copy_text
+from entitlements.store.import_rows import GrantRows, ResourceRow, change_key, copy_text
 
 SEGMENT_BYTES: Final = 1 << 20
 """About how much of the file one worker task reads (cut at a line end)."""
@@ -49,14 +49,14 @@ class Segment:
     records: int = 0
     valid_grants: int = 0
     grants: GrantRows = field(default_factory=GrantRows)
-    resources: list[tuple[str, list[str], int, bool]] = field(default_factory=list)
+    resources: list[ResourceRow] = field(default_factory=list)
     rejects: list[tuple[int, list[FieldError]]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     fatal: list[FieldError] | None = None  # the segment stops the import
 
 
 class _SegmentSink:
-    """The ``RecordSink`` of a worker: ``_Run``'s bookkeeping, minus the database."""
+    """The ``RecordSink`` of a worker: ``ImportRun``'s bookkeeping, minus the database."""
 
     def __init__(self, out: Segment, tail: str, keys: bool, skip_invalid: bool) -> None:
         self.out = out

@@ -1,4 +1,4 @@
-"""Token use cases: minting, exchange (RFC 8693) for long work, and revocation.
+"""Token use cases: minting, exchange (RFC 8693) for long work, revocation, key rotation.
 
 An exchanged token is narrow on purpose: one audience, scopes that the user's
 own token already had, optionally a list of resources, an ``act`` claim naming
@@ -9,24 +9,72 @@ refused wherever an ordinary access token is expected.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
-import asyncpg
-
-from entitlements.domain.model import parse_resource
-from entitlements.domain.values import parse_text
-from entitlements.errors import FieldError, InvalidInputError, NotFoundError, PermissionDeniedError
-from entitlements.keys.signing import SigningKey, SigningKeyStore, jwks, mint
-from entitlements.store.postgres import bump_revision, translate_errors
+from entitlements.domain.model import parse_resource, parse_role, parse_user_id
+from entitlements.domain.values import parse_text, shown
+from entitlements.errors import FieldError, InvalidInputError, PermissionDeniedError
+from entitlements.keys.signing import SigningKey, jwks, mint
+from entitlements.service.ports import ExchangedTokenStore, KeyStore
 from entitlements_client import KeySet, VerifiedToken
 
 EXCHANGE_TYP = "exchange+jwt"
 MAX_EXCHANGE_RESOURCES = 100
 MAX_AUDIENCE_LENGTH = 512
+MAX_TENANT_LENGTH = 256
+# RFC 6749 section 3.3: a scope token is printable ASCII but space, '"' and '\\'.
+_SCOPE_RE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,128}")
+
+
+def access_claim_errors(
+    subject: str, roles: Sequence[str], scopes: Sequence[str], tenant: str | None
+) -> list[FieldError]:
+    """What a minted token would carry that the service could not use: a subject that no
+    grant's ``user:<id>`` can name, a role that no ``role:<name>`` can, a scope that is
+    not an RFC 6749 scope token, a tenant with control characters."""
+    errors: list[FieldError] = []
+
+    def check(parse: Callable[[], object]) -> None:
+        try:
+            parse()
+        except InvalidInputError as exc:
+            errors.extend(exc.errors)
+
+    check(lambda: parse_user_id(subject, "sub"))
+    for role in roles:
+        check(partial(parse_role, role, "role"))
+    for scope in scopes:
+        if not _SCOPE_RE.fullmatch(scope):
+            message = f"{shown(scope)!r} is not a scope token (printable ASCII, no spaces)"
+            errors.append(FieldError("scope", message))
+    if tenant is not None:
+        check(partial(parse_text, tenant, "tenant", MAX_TENANT_LENGTH))
+    return errors
+
+
+def check_access_claims(
+    subject: str,
+    roles: Sequence[str],
+    scopes: Sequence[str],
+    tenant: str | None,
+    *,
+    ttl: float,
+    max_lifetime: float,
+    claims: bool = True,
+) -> None:
+    """Refuse an access token to mint: its claims (``access_claim_errors``, unless
+    ``claims`` is false) and a lifetime that is not positive and at most ``max_lifetime``."""
+    errors = access_claim_errors(subject, roles, scopes, tenant) if claims else []
+    if not 0 < ttl <= max_lifetime:
+        errors.append(FieldError("ttl", f"must be positive and at most {int(max_lifetime)} s"))
+    if errors:
+        raise InvalidInputError(errors)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +109,8 @@ class TokenService:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
-        keys: SigningKeyStore,
+        keys: KeyStore,
+        exchanged: ExchangedTokenStore,
         keyset: KeySet,
         *,
         issuer: str,
@@ -70,8 +118,8 @@ class TokenService:
         max_lifetime: float,
         exchange_max_lifetime: float,
     ) -> None:
-        self.pool = pool
         self.keys = keys
+        self.exchanged = exchanged
         self.keyset = keyset
         self.issuer = issuer
         self.audience = audience
@@ -120,12 +168,22 @@ class TokenService:
         scopes: Sequence[str] = (),
         ttl: float = 900.0,
         tenant: str | None = None,
+        check_claims: bool = False,
     ) -> str:
-        """An ordinary access token of this issuer (demo and development use)."""
-        if not 0 < ttl <= self.max_lifetime:
-            raise InvalidInputError(
-                FieldError("ttl", f"must be positive and at most {int(self.max_lifetime)} s")
-            )
+        """An ordinary access token of this issuer (demo and development use).
+
+        ``check_claims``: also refuse claims the service could not use
+        (``access_claim_errors``), as ``entitlements token mint`` does.
+        """
+        check_access_claims(
+            subject,
+            roles,
+            scopes,
+            tenant,
+            ttl=ttl,
+            max_lifetime=self.max_lifetime,
+            claims=check_claims,
+        )
         token, _ = mint(
             self._signing_key(),
             issuer=self.issuer,
@@ -197,46 +255,43 @@ class TokenService:
             typ=EXCHANGE_TYP,
             extra=extra_claims,
         )
-        async with translate_errors():
-            await self.pool.execute(
-                """INSERT INTO exchanged_tokens (jti, subject, actor, audience, scope, expires_at)
-                   VALUES ($1, $2, $3, $4, $5, $6)""",
-                claims["jti"],
-                user.subject,
-                actor.subject,
-                audience,
-                claims["scope"],
-                datetime.fromtimestamp(claims["exp"], UTC),
-            )
+        await self.exchanged.record_exchange(
+            claims["jti"],
+            subject=user.subject,
+            actor=actor.subject,
+            audience=audience,
+            scope=claims["scope"],
+            expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+        )
         return IssuedToken(token, int(lifetime), claims["scope"], claims["jti"])
 
     async def revoke(self, jti: str, caller: VerifiedToken, *, admin: bool) -> int:
         """Revoke an exchanged token; allowed to its user, the service that got it, or an admin."""
-        async with translate_errors(), self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "SELECT subject, actor, revoked_at FROM exchanged_tokens WHERE jti = $1 FOR UPDATE",
-                jti,
-            )
-            if row is None:
-                raise NotFoundError("no exchanged token with that jti")
-            if not admin and caller.subject not in {row["subject"], row["actor"]}:
+
+        def authorize(subject: str, holder: str) -> None:
+            if not admin and caller.subject not in {subject, holder}:
                 raise PermissionDeniedError(
                     "only the token's user, its holder or an admin may revoke it"
                 )
-            if row["revoked_at"] is not None:
-                revision: int = await conn.fetchval("SELECT value FROM ent_revision")
-            else:
-                await conn.execute(
-                    "UPDATE exchanged_tokens SET revoked_at = now() WHERE jti = $1", jti
-                )
-                revision = await bump_revision(conn, [("token", jti)])
+
+        revision = await self.exchanged.revoke(jti, authorize)
         self.revoked.add(jti)
         return revision
 
     async def reload_revocations(self) -> None:
-        async with translate_errors():
-            rows = await self.pool.fetch(
-                """SELECT jti FROM exchanged_tokens
-                   WHERE revoked_at IS NOT NULL AND expires_at > now() - interval '1 minute'"""
-            )
-        self.revoked.replace({r["jti"] for r in rows})
+        self.revoked.replace(await self.exchanged.revoked_jtis())
+
+    async def rotate_keys(self) -> tuple[SigningKey, int]:
+        """Make a new signing key active: the new key, and how many expired keys were retired.
+
+        The old key stays published as long as any token it signed may live: the
+        longest lifetime this service issues (access or exchanged tokens).
+        """
+        await self.keys.ensure_active()
+        new = await self.keys.rotate(max(self.max_lifetime, self.exchange_max_lifetime))
+        retired = await self.keys.retire_expired()
+        return new, retired
+
+    async def list_keys(self, *, include_retired: bool = False) -> list[SigningKey]:
+        """The signing keys, newest first (``include_retired``: the retired ones too)."""
+        return await self.keys.list(include_retired=include_retired)

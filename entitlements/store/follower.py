@@ -17,8 +17,10 @@ from typing import Any
 
 import asyncpg
 
+from entitlements.domain.model import Change
 from entitlements.errors import StoreUnavailableError
-from entitlements.store.postgres import Change, PostgresStore
+from entitlements.store.changes import NOTIFY_CHANNEL, PostgresChangeLog
+from entitlements.store.keys import KEYS_CHANNEL
 
 log = logging.getLogger("entitlements.changes")
 
@@ -34,7 +36,7 @@ class ChangeFollower:
 
     def __init__(
         self,
-        store: PostgresStore,
+        store: PostgresChangeLog,
         dsn: str,
         *,
         poll_interval: float = 1.0,
@@ -128,8 +130,8 @@ class ChangeFollower:
             return
         try:
             self._conn = await asyncpg.connect(self.dsn, timeout=5.0)
-            await self._conn.add_listener("entitlements_changes", self._notified)
-            await self._conn.add_listener("entitlements_keys", self._keys_notified)
+            await self._conn.add_listener(NOTIFY_CHANNEL, self._notified)
+            await self._conn.add_listener(KEYS_CHANNEL, self._keys_notified)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
             await self._close_listen()
 

@@ -15,26 +15,29 @@ key                 value        taken by, and why                           hel
 ``SCHEMA``          7418820001   ``PostgresStore.open`` applying schema.sql:  its transaction
                                  two processes starting at once must not
                                  race on ``CREATE ... IF NOT EXISTS``
-``GRAPH``           7418820002   ``PostgresStore.put_resource`` and resource  its transaction
-                                 imports: graph writes one at a time, so two
-                                 cannot build a cycle or a too-deep chain
-                                 between them
+``GRAPH``           7418820002   ``PostgresCatalog.put_resource`` and         its transaction
+                                 resource imports: graph writes one at a
+                                 time, so two cannot build a cycle or a
+                                 too-deep chain between them
 ``IMPORT``          7418820003   every import transaction: imports run one    the import's
                                  at a time (no interleaving, no deadlock on   transaction
                                  shared grant ids); waited for at most
                                  ``ENTITLEMENTS_IMPORT_LOCK_WAIT``
 ``PRUNE``           7418820004   the change-log pruner (try-lock): one        one batch
                                  pruner at a time across workers and hosts
-``SIGNING_KEYS``    7418820005   ``SigningKeyStore.ensure_active`` and        its transaction
+``SIGNING_KEYS``    7418820005   ``PostgresKeyStore.ensure_active`` and       its transaction
                                  ``rotate``: one active key, even when
                                  workers start together
 ==================  ===========  ==========================================  =================
 
-Two-key locks (``pg_advisory_lock(int, int)``; Postgres keeps them apart from the
-single-key ones): ``IMPORT_LIVE_CLASS`` (7418821) with the import id's hash as the
-second key marks a running import as alive, as a session lock of the importing
-connection; the reaper (``pg_try_advisory_xact_lock`` on the same pair) marks an
-import failed only when nobody holds it.
+Two-key locks (``pg_advisory_xact_lock(int, int)``; Postgres keeps them apart from
+the single-key ones): ``IMPORT_LIVE_CLASS`` (7418821) with the import id's hash as
+the second key marks a running import as alive, held by the import's transaction;
+the reaper (``pg_try_advisory_xact_lock`` on the same pair) marks an import failed
+only when nobody holds it.
+
+Every lock here is transaction-scoped: none outlives the transaction that took it,
+so they hold the same through PgBouncer in transaction pooling mode.
 """
 
 from __future__ import annotations

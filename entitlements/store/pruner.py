@@ -3,7 +3,7 @@
 Every write records what it touched in ``changes``; nothing else ever removes a
 row. The pruner deletes entries older than the retention and raises the log's
 floor, so a reader asking from before it is told "everything changed"
-(``PostgresStore.changes_since``).
+(``PostgresChangeLog.changes_since``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import random
 
 from entitlements import metrics
 from entitlements.errors import StoreUnavailableError
-from entitlements.store.postgres import PostgresStore
+from entitlements.store.changes import PostgresChangeLog
 
 log = logging.getLogger("entitlements.changes")
 
@@ -29,7 +29,7 @@ class ChangePruner:
     ``retention`` 0 keeps the log forever (the pruner does not run).
     """
 
-    def __init__(self, store: PostgresStore, retention: float, *, every: float = PRUNE_EVERY):
+    def __init__(self, store: PostgresChangeLog, retention: float, *, every: float = PRUNE_EVERY):
         self.store = store
         self.retention = retention
         self.every = every

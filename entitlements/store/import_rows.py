@@ -1,22 +1,34 @@
-"""Grant rows as lines of Postgres' COPY text format, and their change-feed keys.
+"""What an import hands the store: grant rows as lines of Postgres' COPY text
+format with their change-feed keys, resource rows, and the tally the store's
+writer reports to.
 
 Bulk import renders every valid row here, in the process that read it (the
-import's reader thread or a worker process), so the import's writer only
-concatenates lines.
+import's reader thread or a worker process), so the store's writer only
+concatenates lines. Nothing here touches a connection (no driver is imported):
+the reader's side of an import uses it without loading the store.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Final, cast
+from typing import Final, Protocol, cast
 
 import orjson
 
 from entitlements.domain.model import GrantRow
 
+ResourceRow = tuple[str, list[str], int, bool]
+"""A resource as staged: its id, its parents, its line, and True (a valid row)."""
+
+
+def row_tail(revision: int) -> str:
+    """The last field of a grants line and its end: the revision an import expects."""
+    return f"\t{revision}\n"
+
 
 def change_key(subject: str, resource: str) -> tuple[str, str]:
-    """A grant's change-feed entry (``store.postgres.grant_changes``' rule)."""
+    """A grant's change-feed entry (``store.changes.grant_changes``' rule)."""
     if subject.startswith("user:"):
         return ("user", subject[5:])
     return ("resource", resource)
@@ -109,4 +121,38 @@ class Prepared:
     payload: bytes | None
 
 
-__all__ = ["GrantRows", "Prepared", "change_key", "copy_text"]
+class ImportTally(Protocol):
+    """The import's bookkeeping, as the store's writer reports to it: what it wrote,
+    the duplicate ids it met, and the change-feed entries of what it touched.
+
+    ``failed``: a strict import met a bad row (nothing will land; the writer stops
+    writing). ``strict``: a bad row fails the import (not ``skip_invalid``).
+    """
+
+    strict: bool
+    failed: bool
+
+    def wrote(self, inserted: int, updated: int) -> None: ...
+
+    def again(self, line: int, record_id: str, first: int | None, kind: str = "grant") -> None:
+        """The file names ``record_id`` a second time (``first``: the earlier line)."""
+
+    def add_keys(self, encoded: Iterable[str]) -> None:
+        """Change-feed entries as SQL makes them: ``'user <id>'`` or ``'resource <id>'``."""
+
+    def add_grant_keys(self, rows: Iterable[tuple[str, str] | None]) -> None:
+        """The change-feed entries (``GrantRows.keys``) of grants written straight in."""
+
+    def key_limit(self) -> int:
+        """How many change-feed entries to ask SQL for (0: no more are wanted)."""
+
+
+__all__ = [
+    "GrantRows",
+    "ImportTally",
+    "Prepared",
+    "ResourceRow",
+    "change_key",
+    "copy_text",
+    "row_tail",
+]
