@@ -1,8 +1,10 @@
-"""Who is calling: bearer tokens verified by the SDK's one verifier, and scope rules.
+"""Who is calling: bearer tokens verified by the SDK's one verifier.
 
 Every route states who may call it by the dependency it takes:
 ``caller`` (any valid access token), ``checker`` (an access token or an
-exchanged token limited to some resources), ``require_scope(...)``.
+exchanged token limited to some resources), ``require_scope(...)``. The rules
+themselves (which scope a use case needs, what an exchanged token may ask) are
+the service's: ``entitlements.service.access``.
 """
 
 from __future__ import annotations
@@ -12,15 +14,34 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from entitlements.errors import PermissionDeniedError, UnauthenticatedError
+from entitlements.errors import UnauthenticatedError
+from entitlements.service import access
+from entitlements.service.access import (
+    EXCHANGE_TYP,
+    SCOPE_ADMIN,
+    SCOPE_CHECK_ANY,
+    SCOPE_EXCHANGE,
+    SCOPE_IMPORT,
+    is_exchanged,
+)
+from entitlements.service.access import require_listed as resource_allowed
 from entitlements_client import InvalidTokenError, TokenVerifier, VerifiedToken
 from entitlements_client.bearer import bearer_token as parse_bearer
 
-SCOPE_CHECK_ANY = "entitlements:check:any"
-SCOPE_ADMIN = "entitlements:admin"
-SCOPE_IMPORT = "entitlements:import"
-SCOPE_EXCHANGE = "entitlements:exchange"
-EXCHANGE_TYP = "exchange+jwt"
+__all__ = [
+    "EXCHANGE_TYP",
+    "SCOPE_ADMIN",
+    "SCOPE_CHECK_ANY",
+    "SCOPE_EXCHANGE",
+    "SCOPE_IMPORT",
+    "Authenticator",
+    "bearer_token",
+    "caller",
+    "checker",
+    "is_exchanged",
+    "require_scope",
+    "resource_allowed",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,23 +105,8 @@ def require_scope(scope: str) -> Callable[[Request], Awaitable[VerifiedToken]]:
 
     async def dependency(request: Request) -> VerifiedToken:
         token = await caller(request)
-        if not token.has_scope(scope):
-            raise PermissionDeniedError(f"this call needs the scope {scope!r}")
+        access.require_scope(token, scope)
         return token
 
     dependency.__name__ = f"require_{scope.replace(':', '_')}"
     return dependency
-
-
-def is_exchanged(token: VerifiedToken) -> bool:
-    typ = token.typ.lower()
-    return typ.removeprefix("application/") == EXCHANGE_TYP
-
-
-def resource_allowed(token: VerifiedToken, resource: str) -> None:
-    """An exchanged token may only ask about the resources it lists (if it lists any)."""
-    if not is_exchanged(token):
-        return
-    listed = token.claims.get("resources")
-    if listed is not None and (isinstance(listed, str) or resource not in listed):
-        raise PermissionDeniedError("this token is limited to other resources")

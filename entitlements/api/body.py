@@ -10,7 +10,8 @@ import orjson
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from entitlements.domain.values import DECODER_MAX_DEPTH, shown, too_deep, too_deep_problem
+from entitlements.domain.parsers import parse_object
+from entitlements.domain.values import DECODER_MAX_DEPTH, too_deep, too_deep_problem
 from entitlements.errors import (
     FieldError,
     InvalidInputError,
@@ -121,11 +122,5 @@ async def read_json(request: Request, limit: int) -> Any:
         raise InvalidInputError(FieldError("", f"the body is not valid JSON: {exc.msg}")) from None
 
 
-def json_object(value: Any, allowed: frozenset[str]) -> dict[str, Any]:
-    """Refuse anything but a JSON object whose keys are all ``allowed``."""
-    if not isinstance(value, dict):
-        raise InvalidInputError(FieldError("", "the body must be a JSON object"))
-    unknown = sorted(k for k in value if k not in allowed)
-    if unknown:
-        raise InvalidInputError([FieldError(shown(k), "unknown field") for k in unknown])
-    return value
+json_object = parse_object
+"""Refuse anything but a JSON object whose keys are all ``allowed`` (the domain's rule)."""

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.routing import Match
 
 from entitlements.errors import (
     AccessError,
@@ -117,6 +118,21 @@ def error_response(exc: Exception) -> Response:
     return problem(500, "internal", "Internal error")
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path. (Starlette answers 405 from the first
+    route whose path matched, which names only its own methods: the grant routes are
+    three, one per method.)"""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+    )
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers on an app (ours, and FastAPI's own validation/HTTP errors)."""
 
@@ -126,12 +142,10 @@ def install(app: FastAPI) -> None:
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        return problem(
-            exc.status_code,
-            code,
-            str(exc.detail),
-            headers=dict(exc.headers) if exc.headers else None,
-        )
+        headers = dict(exc.headers) if exc.headers else None
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
+        return problem(exc.status_code, code, str(exc.detail), headers=headers)
 
     async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

@@ -1,8 +1,9 @@
-"""Grant and resource administration: scope ``entitlements:admin``."""
+"""Grant and resource administration (scope ``entitlements:admin``): HTTP over the
+``AdminService``, which owns the rules."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -10,140 +11,230 @@ from starlette.responses import Response
 
 from entitlements.api.auth import SCOPE_ADMIN, require_scope
 from entitlements.api.body import read_json
-from entitlements.domain.model import (
-    grant_from_mapping,
-    parse_grant_id,
-    parse_resource,
-    parse_subject,
-    resource_from_mapping,
+from entitlements.api.openapi import AUTH, BODY, STORE, answers, json_body, json_response
+from entitlements.domain.grant import GRANT_INPUT_SCHEMA, GRANT_SCHEMA
+from entitlements.domain.parsers import (
+    GRANT_ID_PATTERN,
+    MAX_ID_LENGTH,
+    MAX_RESOURCE_LENGTH,
+    MAX_SUBJECT_LENGTH,
+    RESOURCE_PATTERN,
+    SUBJECT_PATTERN,
+    anchored,
 )
-from entitlements.service.checks import decode_cursor, encode_cursor
+from entitlements.domain.resource import RESOURCE_INPUT_SCHEMA, RESOURCE_SCHEMA
+from entitlements.service.admin import AdminService, Body
 from entitlements_client import VerifiedToken
 
 router = APIRouter(prefix="/v1", tags=["admin"])
 Admin = Annotated[VerifiedToken, Depends(require_scope(SCOPE_ADMIN))]
 
-GRANT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["subject", "resource", "actions", "territories"],
-    "properties": {
-        "id": {"type": "string", "maxLength": 200},
-        "subject": {"type": "string", "example": "role:plan:premium"},
-        "resource": {"type": "string", "example": "label:acme"},
-        "actions": {"type": "array", "items": {"type": "string"}, "example": ["stream"]},
-        "territories": {"type": "array", "items": {"type": "string"}, "example": ["*"]},
-        "exclude_territories": {"type": "array", "items": {"type": "string"}},
-        "valid_from": {"type": ["string", "null"], "format": "date-time"},
-        "valid_until": {"type": ["string", "null"], "format": "date-time"},
-        "effect": {"enum": ["allow", "deny"], "default": "allow"},
-        "attributes": {"type": ["object", "null"]},
-        "source": {"type": ["string", "null"]},
-    },
+_WRITE: Final = {
+    "revision": {"type": "integer", "minimum": 0, "description": "the revision after the write"},
+    "changed": {"type": "boolean", "description": "false: identical to what was stored"},
 }
+
+
+def _written(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": [name, *_WRITE], "properties": {name: schema, **_WRITE}}
 
 
 def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-GrantId = Annotated[str, Path(max_length=200, description="the grant's external id")]
-ResourceId = Annotated[str, Path(max_length=240, description="type:id")]
+def _admin(request: Request) -> AdminService:
+    service: AdminService = request.state.ent.admin
+    return service
+
+
+def _body(request: Request) -> Body:
+    async def read() -> object:
+        return await read_json(request, request.state.ent.settings.max_body_bytes)
+
+    return read
+
+
+GrantId = Annotated[
+    str,
+    Path(
+        max_length=MAX_ID_LENGTH,
+        description="the grant's external id",
+        json_schema_extra={"pattern": anchored(GRANT_ID_PATTERN)},
+    ),
+]
+ResourceId = Annotated[
+    str,
+    Path(
+        max_length=MAX_RESOURCE_LENGTH,
+        description="type:id",
+        json_schema_extra={"pattern": anchored(RESOURCE_PATTERN)},
+    ),
+]
+_NO_GRANT: Final = {404: "no grant with this id"}
 
 
 @router.put(
     "/grants/{grant_id:path}",
     summary="Create or replace a grant (idempotent)",
-    openapi_extra={
-        "requestBody": {"required": True, "content": {"application/json": {"schema": GRANT_SCHEMA}}}
-    },
+    openapi_extra=json_body(GRANT_INPUT_SCHEMA),
     status_code=200,
-    responses={201: {"description": "created"}},
+    responses=answers(
+        {
+            200: json_response(_written("grant", GRANT_SCHEMA), "replaced (or unchanged)"),
+            201: json_response(_written("grant", GRANT_SCHEMA), "created"),
+        },
+        AUTH,
+        BODY,
+        STORE,
+        described={
+            422: "a field is not valid, the window is empty (valid_until must be later than"
+            " valid_from), or the body's id is not the URL's"
+        },
+    ),
 )
 async def put_grant(request: Request, grant_id: GrantId, token: Admin) -> Response:
-    ent = request.state.ent
-    gid = parse_grant_id(grant_id, "id")
-    grant = grant_from_mapping(await read_json(request, ent.settings.max_body_bytes), grant_id=gid)
-    result = await ent.catalog.put_grant(grant)
-    await ent.follower.catch_up()  # read-your-writes in this worker without min_revision
+    written = await _admin(request).put_grant(token, grant_id, _body(request))
     return _json(
-        {"grant": grant.to_json(), "revision": result.revision, "changed": result.changed},
-        201 if result.created else 200,
+        {
+            "grant": written.grant.to_json(),
+            "revision": written.revision,
+            "changed": written.changed,
+        },
+        201 if written.created else 200,
     )
 
 
-@router.get("/grants/{grant_id:path}", summary="One grant")
+@router.get(
+    "/grants/{grant_id:path}",
+    summary="One grant",
+    responses=answers(
+        {200: json_response(GRANT_SCHEMA, "the grant")}, AUTH, 404, 422, STORE, described=_NO_GRANT
+    ),
+)
 async def get_grant(request: Request, grant_id: GrantId, token: Admin) -> Response:
-    grant = await request.state.ent.catalog.get_grant(parse_grant_id(grant_id, "id"))
-    return _json(grant.to_json())
+    return _json((await _admin(request).get_grant(token, grant_id)).to_json())
 
 
-@router.delete("/grants/{grant_id:path}", summary="Revoke a grant")
+@router.delete(
+    "/grants/{grant_id:path}",
+    summary="Revoke a grant",
+    responses=answers(
+        {
+            200: json_response(
+                {
+                    "type": "object",
+                    "required": ["deleted", "revision"],
+                    "properties": {
+                        "deleted": {"type": "string", "description": "the grant's id"},
+                        "revision": _WRITE["revision"],
+                    },
+                },
+                "revoked",
+            )
+        },
+        AUTH,
+        404,
+        422,
+        STORE,
+        described=_NO_GRANT,
+    ),
+)
 async def delete_grant(request: Request, grant_id: GrantId, token: Admin) -> Response:
-    ent = request.state.ent
-    revision = await ent.catalog.delete_grant(parse_grant_id(grant_id, "id"))
-    await ent.follower.catch_up()
+    revision = await _admin(request).delete_grant(token, grant_id)
     return _json({"deleted": grant_id, "revision": revision})
 
 
-@router.get("/grants", summary="Grants by resource and/or subject, by id (keyset-paginated)")
+@router.get(
+    "/grants",
+    summary="Grants by resource and/or subject, by id (keyset-paginated)",
+    responses=answers(
+        {
+            200: json_response(
+                {
+                    "type": "object",
+                    "required": ["items", "next_cursor"],
+                    "properties": {
+                        "items": {"type": "array", "items": GRANT_SCHEMA},
+                        "next_cursor": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                    },
+                },
+                "a page of grants",
+            )
+        },
+        AUTH,
+        422,
+        STORE,
+        described={422: "a parameter is not valid, or the cursor is not one this service issued"},
+    ),
+)
 async def list_grants(
     request: Request,
     token: Admin,
-    resource: Annotated[str | None, Query(max_length=240)] = None,
-    subject: Annotated[str | None, Query(max_length=260)] = None,
+    resource: Annotated[
+        str | None,
+        Query(
+            max_length=MAX_RESOURCE_LENGTH,
+            json_schema_extra={"pattern": anchored(RESOURCE_PATTERN)},
+        ),
+    ] = None,
+    subject: Annotated[
+        str | None,
+        Query(
+            max_length=MAX_SUBJECT_LENGTH,
+            json_schema_extra={"pattern": anchored(SUBJECT_PATTERN)},
+        ),
+    ] = None,
     cursor: Annotated[str | None, Query(max_length=400)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
-    grants = await request.state.ent.catalog.list_grants(
-        resource=parse_resource(resource) if resource is not None else None,
-        subject=parse_subject(subject) if subject is not None else None,
-        after=decode_cursor(cursor, parse_grant_id) if cursor else None,
-        limit=limit,
+    page = await _admin(request).list_grants(
+        token, resource=resource, subject=subject, cursor=cursor, limit=limit
     )
-    next_cursor = encode_cursor(grants[-1].id) if len(grants) == limit else None
-    return _json({"items": [g.to_json() for g in grants], "next_cursor": next_cursor})
+    return _json({"items": [g.to_json() for g in page.items], "next_cursor": page.next_cursor})
 
 
 @router.put(
     "/resources/{resource_id:path}",
     summary="Declare a resource and its parents (a cycle, or a path over 16 levels, is refused)",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "properties": {
-                            "parents": {
-                                "type": "array",
-                                "items": {"type": "string"},
-                                "maxItems": 64,
-                            }
-                        },
-                    }
-                }
-            },
-        }
-    },
+    openapi_extra=json_body(RESOURCE_INPUT_SCHEMA),
+    responses=answers(
+        {
+            200: json_response(_written("resource", RESOURCE_SCHEMA), "replaced (or unchanged)"),
+            201: json_response(_written("resource", RESOURCE_SCHEMA), "created"),
+        },
+        AUTH,
+        BODY,
+        STORE,
+        described={
+            422: "a field is not valid, a parent would make a cycle or a path over 16 levels,"
+            " or the body's id is not the URL's"
+        },
+    ),
 )
 async def put_resource(request: Request, resource_id: ResourceId, token: Admin) -> Response:
-    ent = request.state.ent
-    rid = parse_resource(resource_id, "id")
-    resource = resource_from_mapping(
-        await read_json(request, ent.settings.max_body_bytes), resource_id=rid
-    )
-    result = await ent.catalog.put_resource(resource)
-    await ent.follower.catch_up()
+    written = await _admin(request).put_resource(token, resource_id, _body(request))
     return _json(
-        {"resource": resource.to_json(), "revision": result.revision, "changed": result.changed},
-        201 if result.created else 200,
+        {
+            "resource": written.resource.to_json(),
+            "revision": written.revision,
+            "changed": written.changed,
+        },
+        201 if written.created else 200,
     )
 
 
-@router.get("/resources/{resource_id:path}", summary="A resource and its parents")
+@router.get(
+    "/resources/{resource_id:path}",
+    summary="A resource and its parents",
+    responses=answers(
+        {200: json_response(RESOURCE_SCHEMA, "the resource")},
+        AUTH,
+        404,
+        422,
+        STORE,
+        described={404: "no resource with this id"},
+    ),
+)
 async def get_resource(request: Request, resource_id: ResourceId, token: Admin) -> Response:
-    resource = await request.state.ent.catalog.get_resource(parse_resource(resource_id, "id"))
-    return _json(resource.to_json())
+    return _json((await _admin(request).get_resource(token, resource_id)).to_json())

@@ -7,18 +7,39 @@ exactly what is stale. The feed names users, so only trusted services read it.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Final
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from entitlements.api.auth import SCOPE_CHECK_ANY, require_scope
+from entitlements.api.openapi import AUTH, STORE, answers, json_response
+from entitlements.service.changes import MAX_PAGE, MAX_WAIT, ChangeFeedService
 from entitlements_client import VerifiedToken
 
 router = APIRouter(prefix="/v1", tags=["changes"])
 
-MAX_WAIT = 30.0
+_PAGE: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": ["revision", "changes", "more"],
+    "properties": {
+        "revision": {"type": "integer", "minimum": 0},
+        "changes": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["revision", "kind", "key"],
+                "properties": {
+                    "revision": {"type": "integer", "minimum": 0},
+                    "kind": {"enum": ["resource", "user", "token", "all"]},
+                    "key": {"type": "string"},
+                },
+            },
+        },
+        "more": {"type": "boolean"},
+    },
+}
 
 
 @router.get(
@@ -33,20 +54,17 @@ MAX_WAIT = 30.0
         " holds whole revisions: those of the first `limit` entries, the last one complete"
         " (a revision has at most 10,000 entries)."
     ),
+    responses=answers({200: json_response(_PAGE, "a page of the change log")}, AUTH, 422, STORE),
 )
 async def changes(
     request: Request,
     token: Annotated[VerifiedToken, Depends(require_scope(SCOPE_CHECK_ANY))],
     since: Annotated[int, Query(ge=0, lt=2**63)],
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 0.0,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1000,
 ) -> Response:
-    ent = request.state.ent
-    if wait > 0:
-        # The in-process follower already tracks the newest revision (NOTIFY-driven), so
-        # waiting costs no database query; the feed itself is read once something is new.
-        await ent.follower.wait_past(since, wait)
-    page = await ent.store.changes_since(since, limit=limit)
+    feed: ChangeFeedService = request.state.ent.feed
+    page = await feed.since(token, since, wait=wait, limit=limit)
     body = {
         "revision": page.reached,
         "changes": [{"revision": c.revision, "kind": c.kind, "key": c.key} for c in page.changes],

@@ -27,7 +27,9 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.responses import Response
 
 from entitlements.api.auth import SCOPE_IMPORT, require_scope
+from entitlements.api.openapi import AUTH, PROBLEM, STORE, answers, json_response
 from entitlements.api.problems import problem
+from entitlements.domain.parsers import SOURCE_PATTERN, anchored
 from entitlements.domain.values import parse_text
 from entitlements.service.import_formats import Format, Kind
 from entitlements.service.imports import ImportOptions
@@ -159,6 +161,13 @@ REPORT_SCHEMA: dict[str, Any] = {
 }
 
 _BODY = {"schema": {"type": "string", "format": "binary"}}
+_REFUSED: dict[str, Any] = {
+    "allOf": [
+        {"$ref": "#/components/schemas/Problem"},
+        {"type": "object", "properties": {"import": REPORT_SCHEMA}},
+    ],
+    "description": "a refused file carries its report under `import`",
+}
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -186,11 +195,23 @@ def format_of(request: Request, explicit: Format | None) -> Format | None:
         }
     },
     responses={
-        200: {"content": {"application/json": {"schema": REPORT_SCHEMA}}},
-        408: {"description": "the body stopped arriving; nothing was imported"},
-        409: {"description": "another import is still running (Retry-After); nothing was imported"},
-        415: {"description": "neither ?format= nor a known Content-Type"},
-        422: {"description": "the file or the options were refused; nothing was imported"},
+        **answers(
+            {200: json_response(REPORT_SCHEMA, "committed, or a dry run")},
+            AUTH,
+            408,
+            409,
+            415,
+            STORE,
+            described={
+                408: "the body stopped arriving; nothing was imported",
+                409: "another import is still running (Retry-After); nothing was imported",
+                415: "neither ?format= nor a known Content-Type",
+            },
+        ),
+        422: {
+            "description": "the file or the options were refused; nothing was imported",
+            "content": {PROBLEM: {"schema": _REFUSED}},
+        },
     },
 )
 async def create_import(
@@ -200,7 +221,10 @@ async def create_import(
     kind: Annotated[Literal["grant", "resource"], Query()] = "grant",
     dry_run: Annotated[bool, Query()] = False,
     skip_invalid: Annotated[bool, Query()] = False,
-    replace_source: Annotated[str | None, Query(max_length=100)] = None,
+    replace_source: Annotated[
+        str | None,
+        Query(max_length=100, json_schema_extra={"pattern": anchored(SOURCE_PATTERN)}),
+    ] = None,
 ) -> Response:
     chosen = format_of(request, format)
     if chosen is None:
@@ -243,12 +267,25 @@ async def create_import(
 @router.get(
     "/imports/{import_id}",
     summary="The report of an import",
-    responses={200: {"content": {"application/json": {"schema": REPORT_SCHEMA}}}},
+    responses=answers(
+        {200: json_response(REPORT_SCHEMA, "the report")},
+        AUTH,
+        404,
+        422,
+        STORE,
+        described={404: "no import with this id"},
+    ),
 )
 async def get_import(
     request: Request,
     token: Importer,
-    import_id: Annotated[str, Path(max_length=MAX_IMPORT_ID_LENGTH)],
+    import_id: Annotated[
+        str,
+        Path(
+            max_length=MAX_IMPORT_ID_LENGTH,
+            json_schema_extra={"pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"},
+        ),
+    ],
 ) -> Response:
     import_id = parse_text(import_id, "import_id", MAX_IMPORT_ID_LENGTH)
     return _json(await request.state.ent.imports.get(import_id))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Final
 from urllib.parse import parse_qs
 
 import orjson
@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from entitlements.api.auth import SCOPE_ADMIN, SCOPE_EXCHANGE, caller, require_scope
 from entitlements.api.body import json_object, read_body, read_json
+from entitlements.api.openapi import AUTH, BODY, STORE, answers, json_body, json_response
 from entitlements.domain.values import parse_text
 from entitlements.errors import FieldError, InvalidInputError, UnauthenticatedError
 from entitlements_client import InvalidTokenError, VerifiedToken, parse_duration
@@ -23,7 +24,25 @@ JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105
 MAX_JTI_LENGTH = 256
 
 
-@router.get("/.well-known/jwks.json", summary="The public keys our tokens are signed with (public)")
+_JWKS: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": ["keys"],
+    "properties": {"keys": {"type": "array", "items": {"type": "object"}}},
+}
+
+
+@router.get(
+    "/.well-known/jwks.json",
+    summary="The public keys our tokens are signed with (public)",
+    responses=answers(
+        {
+            200: {
+                **json_response(_JWKS, "the JSON Web Key Set (RFC 7517)"),
+                "headers": {"Cache-Control": {"required": True, "schema": {"type": "string"}}},
+            }
+        }
+    ),
+)
 async def jwks(request: Request) -> Response:
     body = orjson.dumps(request.state.ent.tokens.jwks())
     # Short enough that a rotation reaches verifiers quickly; old keys stay
@@ -35,6 +54,39 @@ async def jwks(request: Request) -> Response:
     )
 
 
+_TEXT: Final = {"type": "string", "minLength": 1}
+_EXCHANGE_FORM: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": ["grant_type", "subject_token", "audience"],
+    "properties": {
+        "grant_type": {"const": GRANT_TYPE_EXCHANGE},
+        "subject_token": {**_TEXT, "description": "the user's access token"},
+        "subject_token_type": {"const": ACCESS_TOKEN_TYPE},
+        "audience": {**_TEXT, "maxLength": 512, "description": "exactly one"},
+        "scope": {"type": "string", "description": "space-separated; a subset of the user's"},
+        "resource": {
+            "type": "array",
+            "items": {"type": "string"},
+            "maxItems": 100,
+            "description": "'type:id' the token is limited to (repeatable)",
+        },
+        "expires_in": {"type": "string", "description": "seconds, or a duration such as '3d'"},
+    },
+}
+_ISSUED: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": ["access_token", "issued_token_type", "token_type", "expires_in", "jti"],
+    "properties": {
+        "access_token": {"type": "string"},
+        "issued_token_type": {"const": JWT_TOKEN_TYPE},
+        "token_type": {"const": "Bearer"},
+        "expires_in": {"type": "integer", "minimum": 1},
+        "scope": {"type": "string"},
+        "jti": {"type": "string"},
+    },
+}
+
+
 @router.post(
     "/v1/token/exchange",
     summary="RFC 8693 token exchange: a user token for a narrow, long-lived one",
@@ -42,6 +94,31 @@ async def jwks(request: Request) -> Response:
         "Caller: a service token with scope entitlements:exchange. Form or JSON body:"
         " grant_type, subject_token, subject_token_type, audience, scope, resource (repeatable),"
         " expires_in (seconds or '3d')."
+    ),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                # A form's other fields are ignored; a JSON body's are refused.
+                "application/x-www-form-urlencoded": {"schema": _EXCHANGE_FORM},
+                "application/json": {"schema": {**_EXCHANGE_FORM, "additionalProperties": False}},
+            },
+        }
+    },
+    responses=answers(
+        {
+            200: {
+                **json_response(_ISSUED, "the exchanged token"),
+                "headers": {"Cache-Control": {"required": True, "schema": {"const": "no-store"}}},
+            }
+        },
+        AUTH,
+        BODY,
+        STORE,
+        described={
+            401: "the caller's token, or the subject_token, does not verify",
+            403: "the caller's token lacks the scope entitlements:exchange",
+        },
     ),
 )
 async def exchange(
@@ -134,6 +211,45 @@ async def _exchange_params(request: Request, limit: int) -> dict[str, list[str]]
 @router.post(
     "/v1/token/revoke",
     summary="Revoke an exchanged token by jti (its user, the service holding it, or an admin)",
+    openapi_extra=json_body(
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["jti"],
+            "properties": {
+                "jti": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_JTI_LENGTH,
+                    "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+                    "description": "the exchanged token's jti",
+                }
+            },
+        }
+    ),
+    responses=answers(
+        {
+            200: json_response(
+                {
+                    "type": "object",
+                    "required": ["revoked", "revision"],
+                    "properties": {
+                        "revoked": {"type": "string"},
+                        "revision": {"type": "integer", "minimum": 0},
+                    },
+                },
+                "revoked (or already revoked)",
+            )
+        },
+        AUTH,
+        BODY,
+        404,
+        STORE,
+        described={
+            403: "only the token's user, its holder or an admin may revoke it",
+            404: "no exchanged token with that jti",
+        },
+    ),
 )
 async def revoke(request: Request, token: Annotated[VerifiedToken, Depends(caller)]) -> Response:
     ent = request.state.ent

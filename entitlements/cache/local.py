@@ -16,7 +16,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
-from entitlements.domain.model import Change, CheckData
+from entitlements.domain.change import Change
+from entitlements.domain.decision import CheckData
 
 RESOURCE: Final = "r"
 USER: Final = "u"

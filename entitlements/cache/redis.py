@@ -10,57 +10,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Any, Final
 
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from entitlements.domain.model import CheckData, Grant
+from entitlements.domain.decision import CheckData
+from entitlements.domain.grant import GRANT_LAYOUT, grant_from_cache, grant_to_cache
 from entitlements_client.breaker import BreakerPolicy, CircuitBreaker
 
 log = logging.getLogger("entitlements.cache")
 
 
-def _dump_grant(g: Grant) -> list[Any]:
-    return [
-        g.id,
-        g.subject,
-        g.resource,
-        sorted(g.actions),
-        sorted(g.territories),
-        sorted(g.exclude_territories),
-        g.valid_from.timestamp() if g.valid_from else None,
-        g.valid_until.timestamp() if g.valid_until else None,
-        g.effect,
-        g.attributes,
-        g.source,
-    ]
+ENVELOPE: Final = 3
+"""The entry layout around the grants: ``[revision, ancestors, grants, too_deep]``.
+v2 added ``too_deep``: a v1 entry (from a worker before it) lacks it and must never
+be read as "the walk was whole". v3 took the grant's list from its declaration."""
 
-
-def _load_grant(v: list[Any]) -> Grant:
-    from datetime import UTC
-
-    return Grant(
-        id=v[0],
-        subject=v[1],
-        resource=v[2],
-        actions=frozenset(v[3]),
-        territories=frozenset(v[4]),
-        exclude_territories=frozenset(v[5]),
-        valid_from=datetime.fromtimestamp(v[6], UTC) if v[6] is not None else None,
-        valid_until=datetime.fromtimestamp(v[7], UTC) if v[7] is not None else None,
-        effect=v[8],
-        attributes=v[9],
-        source=v[10],
-    )
-
-
-FORMAT: Final = "v2"
-"""The entry format, part of every key. v2 added ``too_deep``: a v1 entry (from a
-worker before it) lacks it and must never be read as "the walk was whole", so v2
-workers never read v1 keys (those expire by their TTL)."""
+FORMAT: Final = f"v{ENVELOPE}.{GRANT_LAYOUT}"
+"""The entry format, part of every key: the envelope's version and the fingerprint of
+the grant's fields (``GRANT_LAYOUT``), so a worker with other grant fields (before or
+after a deploy that adds one) never reads this worker's entries, nor it theirs: their
+keys differ, and the old ones expire by their TTL."""
 
 
 def dumps(data: CheckData) -> bytes:
@@ -68,7 +40,7 @@ def dumps(data: CheckData) -> bytes:
         [
             data.revision,
             sorted(data.ancestors),
-            [_dump_grant(g) for g in data.grants],
+            [grant_to_cache(g) for g in data.grants],
             data.too_deep,
         ]
     )
@@ -80,7 +52,7 @@ def loads(raw: bytes | str) -> CheckData:
     if type(too_deep) is not bool:
         raise ValueError("an entry without a too_deep flag")
     return CheckData(
-        int(revision), frozenset(ancestors), tuple(_load_grant(g) for g in grants), too_deep
+        int(revision), frozenset(ancestors), tuple(grant_from_cache(g) for g in grants), too_deep
     )
 
 

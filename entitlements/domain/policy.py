@@ -11,7 +11,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from entitlements.domain.model import Decision, Grant, Reason
+from entitlements.domain.decision import Decision, Reason
+from entitlements.domain.grant import Grant
 
 
 @dataclass(frozen=True, slots=True)

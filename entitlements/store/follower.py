@@ -63,6 +63,12 @@ class ChangeFollower:
         self.revision = revision
         self._task = asyncio.create_task(self._run(), name="entitlements-change-follower")
 
+    async def follow_from(self, revision: int) -> None:
+        """Replay the log after ``revision`` to the listeners, then follow it from there."""
+        self.revision = revision
+        await self.catch_up()
+        await self.start(self.revision)
+
     async def stop(self) -> None:
         """Stop following; returns within a few seconds whatever the follower was doing."""
         self._stopping = True

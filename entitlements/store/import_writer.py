@@ -39,6 +39,7 @@ from typing import Final, cast
 
 import asyncpg
 
+from entitlements.domain.grant import GRANT_COLUMNS
 from entitlements.domain.model import MAX_DEPTH
 from entitlements.errors import StoreUnavailableError
 from entitlements.store.changes import REVISION_SQL, bump_revision
@@ -59,11 +60,8 @@ MAX_REJECTED_IDS: Final = 100_000
 RANGE_ROWS_PER_ID: Final = 4
 """The range scan is used while the range holds at most this many grants per batch id."""
 
-_DATA: Final = (
-    "subject, resource, actions, territories, exclude_territories,"
-    " valid_from, valid_until, effect, attributes, source"
-)  # a grant's columns after id, in grant_row's order
-_DATA_COLUMNS: Final = tuple(_DATA.split(", "))
+_DATA_COLUMNS: Final = GRANT_COLUMNS[1:]  # a grant's columns after id, in its declaration's order
+_DATA: Final = ", ".join(_DATA_COLUMNS)
 _G_COLUMNS: Final = ("id", *_DATA_COLUMNS, "line", "ok")
 _R_COLUMNS: Final = ("id", "parents", "line", "ok")
 _DIRECT_COLUMNS: Final = ("id", *_DATA_COLUMNS, "revision")

@@ -1,0 +1,251 @@
+"""The composition root: the services of one process, built from settings.
+
+``running(settings)`` opens what a worker needs (the Postgres pool, the signing
+keys, Redis if configured, the caches, the change follower), builds the services
+over them and yields them as ``AppState``; on exit it closes them in reverse
+order. The app hands the state to its routes as lifespan state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from dataclasses import dataclass
+
+from entitlements import metrics
+from entitlements.api.auth import Authenticator
+from entitlements.cache.local import ChangeIndex, LocalCache
+from entitlements.cache.redis import RedisGrantCache
+from entitlements.cache.source import CachedGrantSource
+from entitlements.ddex.mapping import DEFAULT_MAPPING, DdexMapping
+from entitlements.domain.change import Change
+from entitlements.service.access import EXCHANGE_TYP, AccessService
+from entitlements.service.admin import AdminService
+from entitlements.service.changes import ChangeFeedService
+from entitlements.service.checks import CheckService, GrantSource, StoreGrantSource
+from entitlements.service.imports import ImportLimits, ImportService
+from entitlements.service.tokens import TokenService
+from entitlements.settings import Settings
+from entitlements.store.follower import ChangeFollower
+from entitlements.store.imports import PostgresImportStore
+from entitlements.store.keys import PostgresKeyStore
+from entitlements.store.postgres import GRAPH_CHECK_TASK, PostgresStore, warn_if_graph_too_deep
+from entitlements.store.pruner import ChangePruner
+from entitlements.store.tokens import PostgresTokenStore
+from entitlements_client import IssuerConfig, KeySet, TokenVerifier
+from entitlements_client.issuers import ALL_SCOPES
+
+log = logging.getLogger("entitlements")
+
+REPLAY_REVISIONS = 10_000
+"""How much of the change log a starting worker replays (older Redis entries are distrusted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppState:
+    """What routes reach through ``request.state.ent``."""
+
+    settings: Settings
+    store: PostgresStore
+    catalog: PostgresStore
+    checks: CheckService
+    access: AccessService
+    admin: AdminService
+    feed: ChangeFeedService
+    tokens: TokenService
+    imports: ImportService
+    auth: Authenticator
+    follower: ChangeFollower
+    index: ChangeIndex
+    source: GrantSource
+    redis: RedisGrantCache | None
+
+
+def warn_about_default_prefixes(settings: Settings) -> None:
+    """Name each trusted issuer whose users moved to their own namespace by default.
+
+    Before ``subject_prefix`` existed an external ``sub=bob`` was the user ``bob``;
+    now it is ``<issuer>|bob`` unless configured otherwise, and grants on
+    ``user:bob`` no longer reach it. Say so at start, with the way back.
+    """
+    for trusted in settings.trusted_issuers:
+        if trusted.prefix_is_default:
+            prefix = trusted.effective_prefix
+            log.warning(
+                "trusted issuer %r has no explicit subject_prefix: its users are now"
+                " '%s<sub>' (grants on 'user:%s<sub>' match them, grants on 'user:<sub>' no"
+                ' longer do). To keep the old behaviour set "subject_prefix": "" and list'
+                ' the entitlements scopes its tokens may use in "allowed_scopes" (honoured'
+                ' now: %s); to move the grants, see the README ("Token issuers")',
+                trusted.issuer,
+                prefix,
+                prefix,
+                ", ".join(trusted.allowed_scopes) or "none",
+            )
+
+
+def build_verifiers(settings: Settings, own_keys: KeySet, tokens: TokenService) -> Authenticator:
+    """One verifier for access tokens (ours and trusted IdPs'), one for exchanged tokens.
+
+    Our own tokens are minted for a user id as it is (an exchanged token already
+    carries an external user's namespaced id), and every scope they carry counts;
+    a trusted issuer's tokens get its ``subject_prefix`` and ``allowed_scopes``.
+    """
+    own = IssuerConfig(
+        issuer=settings.issuer,
+        audience=settings.audience,
+        keys=own_keys,
+        algorithms=("EdDSA", "ES256"),
+        typ=("at+jwt",),
+        max_lifetime=settings.token_max_lifetime,
+        subject_prefix="",
+        allowed_scopes=(ALL_SCOPES,),
+    )
+    # typ None means "this IdP sends no typ"; exclude_none would turn it back into the default.
+    external = [
+        IssuerConfig.from_mapping(
+            t.model_dump(exclude_none=True) | ({"typ": None} if t.typ is None else {})
+        )
+        for t in settings.trusted_issuers
+    ]
+    exchanged = IssuerConfig(
+        issuer=settings.issuer,
+        audience=settings.audience,
+        keys=own_keys,
+        algorithms=("EdDSA", "ES256"),
+        typ=(EXCHANGE_TYP,),
+        max_lifetime=settings.exchange_max_lifetime,
+        subject_prefix="",
+        allowed_scopes=(ALL_SCOPES,),
+    )
+    return Authenticator(
+        access=TokenVerifier([own, *external], is_revoked=tokens.revoked.is_revoked),
+        exchanged=TokenVerifier([exchanged], is_revoked=tokens.revoked.is_revoked),
+        on_unknown_key=tokens.reload_keys_if_stale,
+    )
+
+
+def grant_source(
+    settings: Settings, store: PostgresStore, index: ChangeIndex, redis: RedisGrantCache | None
+) -> GrantSource:
+    """Where checks read grants: L1 → L2 (Redis, if configured) → Postgres, or Postgres
+    alone when the cache is off (``ENTITLEMENTS_CACHE_SIZE=0``)."""
+    if settings.cache_size <= 0:
+        return StoreGrantSource(store)
+    return CachedGrantSource(
+        store,
+        index,
+        local=LocalCache(index, settings.cache_size),
+        shared=redis,
+        staleness=settings.staleness,
+    )
+
+
+def redis_cache(settings: Settings) -> RedisGrantCache | None:
+    if not settings.redis_url:
+        return None
+    return RedisGrantCache.from_url(
+        settings.redis_url,
+        timeout=settings.redis_timeout,
+        prefix=settings.redis_prefix,
+        on_error=lambda op: metrics.BACKEND_ERRORS.labels("redis", op).inc(),
+    )
+
+
+@asynccontextmanager
+async def running(
+    settings: Settings, *, ddex_mapping: DdexMapping = DEFAULT_MAPPING
+) -> AsyncIterator[AppState]:
+    """The services of one worker, open for as long as the context lasts (``ddex_mapping``:
+    read once by the caller, so a bad mapping file stops the start before anything opens)."""
+    if settings.database_url is None:
+        raise ValueError("running() needs settings.database_url")
+    dsn = settings.database_url
+    async with AsyncExitStack() as stack:
+        store = await PostgresStore.open(
+            dsn,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            timeout=settings.db_timeout,
+        )
+        stack.push_async_callback(store.close)
+        keyset = KeySet(jwks={"keys": []})
+        tokens = TokenService(
+            PostgresKeyStore(store.pool, settings.signing_alg),
+            PostgresTokenStore(store.pool),
+            keyset,
+            issuer=settings.issuer,
+            audience=settings.audience,
+            max_lifetime=settings.token_max_lifetime,
+            exchange_max_lifetime=settings.exchange_max_lifetime,
+        )
+        await tokens.start()
+        redis = redis_cache(settings)
+        if redis is not None:
+            stack.push_async_callback(redis.close)
+        index = ChangeIndex()
+        source = grant_source(settings, store, index, redis)
+        follower = ChangeFollower(
+            store, dsn, poll_interval=min(1.0, settings.staleness / 2), on_keys=tokens.reload_keys
+        )
+
+        async def apply_changes(changes: Sequence[Change], revision: int) -> None:
+            for change in changes:
+                if change.kind == "token":
+                    tokens.revoked.add(change.key)
+                metrics.INVALIDATIONS.labels(change.kind).inc()
+            index.apply(changes, revision)
+
+        follower.add_listener(apply_changes)
+        # Replay recent history so entries already in Redis from before this worker
+        # started stay usable (they are checked against what changed since they were read).
+        floor = max(0, await store.revision() - REPLAY_REVISIONS)
+        index.start(floor)
+        stack.push_async_callback(follower.stop)
+        await follower.follow_from(floor)
+        checks = CheckService(source, store)
+        warn_about_default_prefixes(settings)
+        state = AppState(
+            settings=settings,
+            store=store,
+            catalog=store,
+            checks=checks,
+            access=AccessService(checks),
+            admin=AdminService(store, follower.catch_up),
+            feed=ChangeFeedService(store, follower),
+            tokens=tokens,
+            imports=ImportService(
+                PostgresImportStore(store.pool, dsn=dsn),
+                ImportLimits(lock_timeout=settings.import_lock_wait),
+                ddex_mapping=ddex_mapping,
+            ),
+            auth=build_verifiers(settings, keyset, tokens),
+            follower=follower,
+            index=index,
+            source=source,
+            redis=redis,
+        )
+        # Everything built so far lives as long as the process: move it out of the
+        # garbage collector's view, so full collections (~57 ms with a warm app) do
+        # not land on requests.
+        gc.collect()
+        gc.freeze()
+        pruner = ChangePruner(store, settings.changes_retention)
+        pruner.start()
+        stack.push_async_callback(pruner.stop)
+        # Off the start-up path: the scan for a graph already too deep reads every edge.
+        graph_check = asyncio.create_task(warn_if_graph_too_deep(store), name=GRAPH_CHECK_TASK)
+        stack.push_async_callback(_cancelled, graph_check)
+        yield state
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
+
+
+__all__ = ["REPLAY_REVISIONS", "AppState", "build_verifiers", "running"]
