@@ -138,7 +138,9 @@ async def test_put_refuses_a_parent_in_the_middle_that_stacks_two_chains(api: Ap
 
 async def run_import(store: PostgresStore, records: list[dict[str, Any]]) -> ImportReport:
     data = ndjson_lines({"kind": "resource"} | r for r in records)
-    return await ImportService(PostgresImportStore(store.pool)).run(chunked(data, 4096), ImportOptions("ndjson"))
+    return await ImportService(PostgresImportStore(store.pool)).run(
+        chunked(data, 4096), ImportOptions("ndjson")
+    )
 
 
 def chain_records(ids: list[str]) -> list[dict[str, Any]]:

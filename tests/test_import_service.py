@@ -47,7 +47,9 @@ async def run(
 ) -> ImportReport:
     if changes:
         options = ImportOptions(**{**_fields(options), **changes})
-    return await ImportService(PostgresImportStore(store.pool), limits).run(chunked(data, chunk), options)
+    return await ImportService(PostgresImportStore(store.pool), limits).run(
+        chunked(data, chunk), options
+    )
 
 
 def _fields(options: ImportOptions) -> dict[str, Any]:
@@ -203,7 +205,9 @@ async def test_a_write_during_an_import_does_not_confuse_revisions(clean: Postgr
         await clean.put_grant(grant_from_mapping(grant_record(1, prefix="other")))
         yield ndjson_lines(grant_record(i) for i in range(3000, 6000))
 
-    report = await ImportService(PostgresImportStore(clean.pool), ImportLimits(batch_rows=1000)).run(body(), NDJSON)
+    report = await ImportService(
+        PostgresImportStore(clean.pool), ImportLimits(batch_rows=1000)
+    ).run(body(), NDJSON)
     assert report.status == "committed" and report.counts.inserted == 5999
     revisions = await clean.pool.fetch(
         "SELECT DISTINCT revision FROM grants WHERE id LIKE 'g%' ORDER BY 1"
@@ -550,7 +554,9 @@ async def test_an_import_whose_process_died_is_marked_failed(clean: PostgresStor
     )
     async with clean.pool.acquire() as conn:  # a live import holds its session lock
         await conn.execute("SELECT pg_advisory_lock($1, $2)", IMPORT_LIVE_CLASS, live_key("dead"))
-        assert (await ImportService(PostgresImportStore(clean.pool)).get("dead"))["status"] == "running"
+        assert (await ImportService(PostgresImportStore(clean.pool)).get("dead"))[
+            "status"
+        ] == "running"
         await conn.execute("SELECT pg_advisory_unlock_all()")
     stored = await ImportService(PostgresImportStore(clean.pool)).get("dead")
     assert (
