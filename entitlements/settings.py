@@ -149,6 +149,27 @@ class Settings(BaseSettings):
         description="how DDEX deals become grants: a TOML or JSON mapping file (README, 'DDEX"
         " ERN deal feeds'); unset: the defaults",
     )
+    # --- browsers, the decision log and audit (issue 15) ---
+    decision_log: str = Field(
+        default="off",
+        min_length=1,
+        max_length=4096,
+        description="where each decision is written as a JSON line: off, stdout, or a file"
+        " path (appended to)",
+    )
+    decision_log_queue: int = Field(
+        default=10_000,
+        ge=1,
+        le=1_000_000,
+        description="decisions waiting to be written at most; beyond it they are dropped and"
+        " counted (entitlements_decision_log_dropped_total)",
+    )
+    decision_log_sample_allows: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="the share of allows written (denies are always written)",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)

@@ -21,6 +21,7 @@ from entitlements.cache.local import ChangeIndex, LocalCache
 from entitlements.cache.redis import RedisGrantCache
 from entitlements.cache.source import CachedGrantSource
 from entitlements.ddex.mapping import DEFAULT_MAPPING, DdexMapping
+from entitlements.decision_log import decision_log
 from entitlements.domain.change import Change
 from entitlements.service.access import EXCHANGE_TYP, AccessService
 from entitlements.service.admin import AdminService
@@ -207,13 +208,21 @@ async def running(
         stack.push_async_callback(follower.stop)
         await follower.follow_from(floor)
         checks = CheckService(source, store)
+        decisions = decision_log(
+            settings.decision_log,
+            sample_allows=settings.decision_log_sample_allows,
+            queue_size=settings.decision_log_queue,
+        )
+        if decisions is not None:
+            decisions.start()
+            stack.push_async_callback(decisions.close)  # flushes what is queued
         warn_about_default_prefixes(settings)
         state = AppState(
             settings=settings,
             store=store,
             catalog=store,
             checks=checks,
-            access=AccessService(checks),
+            access=AccessService(checks, decisions),
             admin=AdminService(store, follower.catch_up),
             feed=ChangeFeedService(store, follower),
             tokens=tokens,

@@ -15,6 +15,7 @@ and never import this module (dependencies point down)::
     GrantSource           cache.source.CachedGrantSource,            CheckService
                           service.checks.StoreGrantSource (uncached)
     GrantCache            cache.redis.RedisGrantCache (L2)           CachedGrantSource
+    DecisionLog           decision_log.DecisionLogWriter             AccessService (issue 15)
 
 ``store.postgres.PostgresStore`` is CheckReads, Catalog and ChangeFeed at once.
 The values they pass are plain: domain types, ``store.results`` and the import's
@@ -31,6 +32,7 @@ from typing import Any, Protocol
 
 from entitlements.domain.model import CheckData, Grant, Resource
 from entitlements.keys.signing import Algorithm, SigningKey
+from entitlements.service.decisions import DecisionRecord
 from entitlements.store.ddex_rows import AppliedBatch, KnownRelease, ReleaseEntry
 from entitlements.store.import_rows import GrantRows, ImportTally, Prepared, ResourceRow
 from entitlements.store.results import ChangePage, WriteResult
@@ -93,6 +95,17 @@ class GrantCache(Protocol):
     async def put_many(self, kind: str, items: Sequence[tuple[str, CheckData]]) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class DecisionLog(Protocol):
+    """Where decisions are recorded (issue 15). Neither method may block or fail: a
+    record that cannot be kept is dropped and counted by the log itself."""
+
+    def keep(self, allowed: bool) -> bool:
+        """Whether to record a decision like this one (denies always; allows sampled)."""
+
+    def offer(self, record: DecisionRecord) -> None:
+        """Queue ``record`` for writing, or drop and count it when the queue is full."""
 
 
 # --- the catalogue and its changes ------------------------------------------------------
@@ -180,9 +193,7 @@ class ExchangedTokenStore(Protocol):
 class DdexWriter(Protocol):
     """DDEX ERN releases, applied inside one import's transaction (replace-per-release)."""
 
-    async def known(
-        self, keys: Sequence[tuple[str, str]]
-    ) -> dict[tuple[str, str], KnownRelease]:
+    async def known(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], KnownRelease]:
         """The stored releases these (sender, release id) pairs name, and when each was
         last applied."""
 
@@ -247,6 +258,7 @@ __all__ = [
     "ChangeFeed",
     "CheckReads",
     "DdexWriter",
+    "DecisionLog",
     "ExchangedTokenStore",
     "GrantCache",
     "GrantSource",
