@@ -112,9 +112,7 @@ class PostgresImportStore(OnPool):
                 try:
                     # Live from here until the transaction ends, however it ends.
                     live = live_key(import_id)
-                    await db.execute(
-                        "SELECT pg_advisory_xact_lock($1, $2)", IMPORT_LIVE_CLASS, live
-                    )
+                    await db.execute("SELECT pg_advisory_xact_lock($1, $2)", IMPORT_LIVE_CLASS, live)
                     await self.pool.execute(_REAP_SQL, None)
                     await self.pool.execute(
                         _START_SQL, import_id, format, source, created_by, started_at, report
