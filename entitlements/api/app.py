@@ -14,9 +14,11 @@ from typing import Any
 from fastapi import FastAPI
 
 from entitlements.api import (
+    browser,
     openapi,
     problems,
     routes_admin,
+    routes_audit,
     routes_changes,
     routes_checks,
     routes_health,
@@ -80,11 +82,13 @@ def create_app(settings: Settings) -> FastAPI:
     problems.install(app)
     app.add_middleware(TimingMiddleware)
     app.add_middleware(BodyStallMiddleware, seconds=settings.upload_stall_timeout)
+    browser.install(app, settings)  # CORS and security headers (issue 15): outermost
     # The hot routes first: a request for them matches without trying the others.
     app.router.routes[0:0] = routes_checks.LEAN_ROUTES
     for module in (
         routes_checks,
         routes_admin,
+        routes_audit,
         routes_tokens,
         routes_changes,
         routes_imports,

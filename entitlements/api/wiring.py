@@ -223,7 +223,7 @@ async def running(
             catalog=store,
             checks=checks,
             access=AccessService(checks, decisions),
-            admin=AdminService(store, follower.catch_up),
+            admin=AdminService(store, follower.catch_up, audit_log=store),
             feed=ChangeFeedService(store, follower),
             tokens=tokens,
             imports=ImportService(
