@@ -148,3 +148,17 @@ async def test_only_admins_read_the_audit(api: Api) -> None:
     assert (await api.client.get("/v1/audit")).status_code == 401
     user = api.headers(api.token("alice", scopes=("entitlements:import",)))
     assert (await api.client.get("/v1/audit", headers=user)).status_code == 403
+
+
+async def test_a_revocation_is_audited_with_who_revoked(api: Api) -> None:
+    from test_exchange import exchange
+
+    alice = api.token("alice", scopes=("orders:fulfil",))
+    jti = (await exchange(api, alice, audience="orders", scope="orders:fulfil")).json()["jti"]
+    revoked = await api.client.post(
+        "/v1/token/revoke", json={"jti": jti}, headers=api.headers(alice)
+    )
+    assert revoked.status_code == 200
+    [entry] = (await audit(api, actor="alice"))["items"]
+    assert entry["action"] == "token.revoke"
+    assert entry["detail"] == {"jti": jti, "subject": "alice"}
