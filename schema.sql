@@ -204,3 +204,25 @@ CREATE TABLE IF NOT EXISTS ddex_track_releases (
     PRIMARY KEY (release_id, track_release_id)
 );
 CREATE INDEX IF NOT EXISTS ddex_track_releases_track ON ddex_track_releases (track_release_id);
+
+-- Audit of changes (issue 15): every admin write that changed something, who made it
+-- (a token's namespaced subject, or cli:<os user>) and, for grants and resources, the
+-- values before and after (NULL: it did not exist / it was deleted). Written in the
+-- transaction of the change it records (entitlements/store/audit.py). action is one of
+-- grant.put, grant.delete, resource.put, import, key.rotate, token.revoke; detail
+-- holds the rest (an import's report, a key's kid, a revoked token's jti). Read newest
+-- first by id (GET /v1/audit), optionally by actor, resource or grant.
+CREATE TABLE IF NOT EXISTS audit_log (
+    id        bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at        timestamptz NOT NULL DEFAULT now(),
+    actor     text        COLLATE "C" NOT NULL,
+    action    text        NOT NULL,
+    resource  text        COLLATE "C",
+    grant_id  text        COLLATE "C",
+    before    jsonb,
+    after     jsonb,
+    detail    jsonb
+);
+CREATE INDEX IF NOT EXISTS audit_log_actor ON audit_log (actor, id);
+CREATE INDEX IF NOT EXISTS audit_log_resource ON audit_log (resource, id) WHERE resource IS NOT NULL;
+CREATE INDEX IF NOT EXISTS audit_log_grant ON audit_log (grant_id, id) WHERE grant_id IS NOT NULL;

@@ -636,6 +636,102 @@ def cpu_model() -> str:
     return platform.processor()
 
 
+# --- issue 15: the decision log's cost (separate functions, registered once in run()) ---
+
+
+def decision_log_phases(
+    wrk: str,
+    env: dict[str, str],
+    work: Path,
+    args: argparse.Namespace,
+    check_args: list[str],
+    start: float,
+) -> dict[str, Any]:
+    """(g) warm ``POST /v1/check`` with the decision log writing every decision to a file,
+    side by side with (b') the same server without it: both servers run at once (the idle
+    one costs nothing), rounds alternate, each reports its best round. Goal: the log costs
+    at most 10 % of the warm throughput."""
+    logged_file = work / "decisions.jsonl"
+    plain_port, logged_port = free_port(), free_port()
+    redis = {"ENTITLEMENTS_REDIS_PREFIX": f"bench:{uuid.uuid4().hex[:8]}:"}
+    plain = Server({**env, **redis}, plain_port, args.workers, work / "server-nolog.log")
+    logged = Server(
+        {**env, **redis, "ENTITLEMENTS_DECISION_LOG": str(logged_file)},
+        logged_port,
+        args.workers,
+        work / "server-log.log",
+    )
+    t, c, secs = args.threads, args.connections, args.seconds
+    plain.start()
+    try:
+        logged.start()
+        try:
+            for server in (plain, logged):
+                run_wrk(wrk, f"{server.base}/v1/check", work / "check.lua", threads=t,
+                        connections=c, seconds=3, args=check_args)  # fmt: skip
+            rounds = []
+            for i in range(args.rounds):
+                log(start, f"(g) warm /v1/check without, then with the decision log: round {i + 1}")
+                rounds.append(
+                    {
+                        key: run_wrk(wrk, f"{server.base}/v1/check", work / "check.lua",
+                                     threads=t, connections=c, seconds=secs, args=check_args,
+                                     quiet=True)
+                        for key, server in (("plain", plain), ("logged", logged))
+                    }
+                )  # fmt: skip
+            dropped = _decision_log_dropped(logged.base)
+        finally:
+            logged.stop()
+    finally:
+        plain.stop()
+    best_plain = max((r["plain"] for r in rounds), key=lambda x: x["rps"])
+    best_logged = max((r["logged"] for r in rounds), key=lambda x: x["rps"])
+    lines = logged_file.read_bytes().count(b"\n") if logged_file.exists() else 0
+    return {
+        "b_warm_no_log": best_plain,
+        "g_warm_decision_log": best_logged,
+        "rounds": [
+            {"plain_rps": r["plain"]["rps"], "logged_rps": r["logged"]["rps"]} for r in rounds
+        ],
+        "ratio": round(best_logged["rps"] / best_plain["rps"], 3),
+        "cost": round(1 - best_logged["rps"] / best_plain["rps"], 3),
+        "goal_cost_max": 0.10,
+        "lines_written": lines,
+        "log_bytes": logged_file.stat().st_size if logged_file.exists() else 0,
+        "dropped": dropped,
+    }
+
+
+def _decision_log_dropped(base: str) -> float:
+    text = httpx.get(f"{base}/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith("entitlements_decision_log_dropped_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def decision_log_table(g: dict[str, Any]) -> list[str]:
+    plain, logged = g["b_warm_no_log"], g["g_warm_decision_log"]
+    return [
+        "",
+        "Decision log (issue 15): the same warm checks on two servers side by side, one"
+        " writing every decision as a JSON line to a file",
+        "",
+        "| phase | req/s | p50 ms | p99 ms | vs. no log | goal |",
+        "|---|---:|---:|---:|---|---|",
+        f"| (b') warm POST /v1/check, log off | {plain['rps']:,.0f} | {plain['p50_ms']:.2f} "
+        f"| {plain['p99_ms']:.2f} | 1.00 | - |",
+        f"| (g) warm POST /v1/check, log to a file | {logged['rps']:,.0f} "
+        f"| {logged['p50_ms']:.2f} | {logged['p99_ms']:.2f} | {g['ratio']:.2f} "
+        f"| cost ≤ 10 %: {'yes' if g['cost'] <= g['goal_cost_max'] else '**no**'} |",
+        "",
+        f"- {g['lines_written']:,} lines ({g['log_bytes'] / 1e6:.1f} MB) written, "
+        f"{g['dropped']:.0f} dropped (queue full); rounds (off / on req/s): "
+        + ", ".join(f"{r['plain_rps']:,.0f} / {r['logged_rps']:,.0f}" for r in g["rounds"]),
+    ]
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     wrk = ensure_wrk()
@@ -758,6 +854,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             server.stop()
 
+        result["decision_log"] = decision_log_phases(wrk, cached_env, work, args, check_args, start)
         experiment: dict[str, Any] = {}
         if args.gc_experiment:
             log(start, "experiment: the cached server with gc.freeze() after start-up")
@@ -916,6 +1013,7 @@ def table(r: dict[str, Any]) -> str:
                 f"{x['p99_ms']:.2f} ms, req/s x{x['rps'] / base['rps']:.2f} "
                 f"| {x['cpu_shares']['other']:.0%} |"
             )
+    lines += decision_log_table(r["decision_log"]) if r.get("decision_log") else []
     rounds = ", ".join(
         f"{x['a']['rps']:,.0f} / {x['b']['rps']:,.0f} = {x['ratio']:.2f}" for x in r["rounds_a_b"]
     )

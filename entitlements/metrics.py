@@ -45,6 +45,13 @@ BACKEND_ERRORS = Counter(
     "entitlements_backend_errors_total", "Failed calls to a backing store", ["backend", "op"]
 )
 
+# --- issue 15: the decision log ---
+DECISION_LOG_DROPPED = Counter(
+    "entitlements_decision_log_dropped_total",
+    "Decision-log lines dropped because the log's queue was full (or its target failed);"
+    " alert on any increase: a dispute needs every decision",
+)
+
 
 def render() -> tuple[bytes, str]:
     """The exposition text for ``/metrics`` (aggregated across workers when multiprocess)."""

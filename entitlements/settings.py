@@ -6,8 +6,9 @@ CLI take this object and hand it on.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -15,6 +16,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from entitlements_client import parse_duration
 from entitlements_client.issuers import check_namespaces, resolve_subject_prefix
+
+_ORIGIN: Final = re.compile(
+    r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
+)
+"""An exact browser origin (issue 15: CORS, the SDK's cookie mode)."""
 
 EntitlementsScope = Literal[
     "entitlements:check",
@@ -149,6 +155,38 @@ class Settings(BaseSettings):
         description="how DDEX deals become grants: a TOML or JSON mapping file (README, 'DDEX"
         " ERN deal feeds'); unset: the defaults",
     )
+    # --- browsers, the decision log and audit (issue 15) ---
+    cors_credentials: bool = Field(
+        default=False,
+        description="CORS: let browsers send cookies to the listed origins' requests"
+        " (Access-Control-Allow-Credentials); needs exact origins",
+    )
+    cors_origins: tuple[str, ...] = Field(
+        default=(),
+        max_length=100,
+        description="CORS: the exact origins browsers may call from, a JSON list such as"
+        ' ["https://app.example.com"]; empty: no CORS headers (browsers refuse cross-origin)',
+    )
+    decision_log: str = Field(
+        default="off",
+        min_length=1,
+        max_length=4096,
+        description="where each decision is written as a JSON line: off, stdout, or a file"
+        " path (appended to)",
+    )
+    decision_log_queue: int = Field(
+        default=10_000,
+        ge=1,
+        le=1_000_000,
+        description="decisions waiting to be written at most; beyond it they are dropped and"
+        " counted (entitlements_decision_log_dropped_total)",
+    )
+    decision_log_sample_allows: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="the share of allows written (denies are always written)",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
@@ -177,8 +215,25 @@ class Settings(BaseSettings):
             return 0.0
         return parse_duration(value)
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: give scheme://host[:port], nothing after"
+                    " (no path, no trailing slash), e.g. https://app.example.com"
+                )
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        if self.cors_credentials and "*" in self.cors_origins:
+            raise ValueError(
+                'cors_origins may not be "*" when cors_credentials is on: a wildcard with'
+                " credentials would let any site act with a user's cookie; list the exact"
+                " origins"
+            )
         if self.pool_min_size > self.pool_max_size:
             raise ValueError("pool_min_size must not exceed pool_max_size")
         if 0 < self.changes_retention < self.exchange_max_lifetime:

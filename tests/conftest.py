@@ -30,7 +30,8 @@ pytest_plugins = ("servers", "gateway_servers")
 MACHINE_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 TABLES = (
     "grants, resource_parents, resources, changes, imports, exchanged_tokens,"
-    " ddex_releases, ddex_release_aliases, ddex_grants, ddex_track_releases"
+    " ddex_releases, ddex_release_aliases, ddex_grants, ddex_track_releases,"
+    " audit_log"
 )
 
 

@@ -50,6 +50,7 @@ from entitlements_client._models import (
 )
 from entitlements_client._sync import Entitlements
 from entitlements_client.asgi import EntitlementsMiddleware
+from entitlements_client.cookies import CookieAuth, CsrfError
 from entitlements_client.issuers import service_issuer
 from entitlements_client.jwks import KeySet, PublicKey, parse_jwks
 from entitlements_client.verify import (
@@ -67,6 +68,8 @@ __all__ = [
     "CacheInfo",
     "Check",
     "ClientStats",
+    "CookieAuth",
+    "CsrfError",
     "Decision",
     "Entitlements",
     "EntitlementsClientError",

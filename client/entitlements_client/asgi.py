@@ -11,7 +11,10 @@ missing or invalid token is answered here: HTTP 401 problem+json with
 ``WWW-Authenticate: Bearer`` (``error="invalid_token"`` when one was sent), or
 a WebSocket close with code 1008. ``optional=True`` lets requests without a
 token through (an invalid one is still refused); ``exclude_paths`` are never
-checked (health probes). No framework is imported.
+checked (health probes). ``cookie=CookieAuth([...])`` also takes the token from an
+HttpOnly cookie when no ``Authorization`` header is sent, and answers 403 to a
+state-changing request authenticated by it whose ``Origin`` is not listed (CSRF;
+``entitlements_client.cookies``). No framework is imported.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import orjson
 
 from ._errors import InvalidTokenError
 from .bearer import bearer_token, www_authenticate
+from .cookies import CookieAuth, CsrfError
 from .verify import TokenVerifier, VerifiedToken
 
 if TYPE_CHECKING:
@@ -48,8 +52,10 @@ class EntitlementsMiddleware:
         optional: bool = False,
         exclude_paths: Collection[str] = (),
         state_key: str = "token",
+        cookie: CookieAuth | None = None,
     ) -> None:
         self.app = app
+        self.cookie = cookie
         self.optional = optional
         self.exclude_paths = frozenset(exclude_paths)
         self.state_key = state_key
@@ -70,6 +76,14 @@ class EntitlementsMiddleware:
                 break
         token = bearer_token(header)
         error: InvalidTokenError | None = None
+        if token is None and header is None and self.cookie is not None:
+            token = self._from_cookie(scope)
+            if token is not None and kind == "http":
+                try:
+                    self.cookie.check_origin(scope.get("method", "GET"), _header(scope, b"origin"))
+                except CsrfError as exc:
+                    await _forbidden(exc.message, send)
+                    return
         if token is None:
             if self.optional and header is None:
                 await self.app(scope, receive, send)
@@ -86,6 +100,10 @@ class EntitlementsMiddleware:
                 await self.app(scope, receive, send)
                 return
         await self._refuse(kind, error, send)
+
+    def _from_cookie(self, scope: Scope) -> str | None:
+        assert self.cookie is not None
+        return self.cookie.token(_header(scope, b"cookie"))
 
     @staticmethod
     async def _refuse(kind: str, error: InvalidTokenError | None, send: Send) -> None:
@@ -115,3 +133,33 @@ class EntitlementsMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, wanted: bytes) -> str | None:
+    """The header ``wanted`` (lower-case), joined as ASGI allows repeats (cookies: "; ")."""
+    found = [v.decode("latin-1") for n, v in scope.get("headers", ()) if n.lower() == wanted]
+    if not found:
+        return None
+    return "; ".join(found) if wanted == b"cookie" else found[0]
+
+
+async def _forbidden(detail: str, send: Send) -> None:
+    body = orjson.dumps(
+        {
+            "type": "urn:entitlements:problem:forbidden",
+            "title": "Forbidden",
+            "status": 403,
+            "detail": detail,
+        }
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 403,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

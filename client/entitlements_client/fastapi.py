@@ -18,6 +18,11 @@ raises ``HTTPException``: 401 with ``WWW-Authenticate`` (no or bad token), 403
 question is malformed, e.g. no territory) or 503 with ``Retry-After`` (no
 answer could be had: fail closed).
 
+Browsers: ``cookie=CookieAuth(["https://app.example.com"])`` also reads the token from
+an HttpOnly cookie when there is no ``Authorization`` header, and refuses (403) a
+state-changing request authenticated by it whose ``Origin`` is not listed (CSRF; see
+``entitlements_client.cookies`` for SameSite).
+
 Which client: ``client=`` if given (an :class:`AsyncEntitlements` or a callable
 taking the request), else ``request.state.entitlements`` (lifespan state),
 else ``request.app.state.entitlements``.
@@ -35,6 +40,7 @@ from ._async import AsyncEntitlements
 from ._errors import ForbiddenError, InvalidRequestError, InvalidTokenError, UnavailableError
 from ._models import Decision
 from .bearer import bearer_token, www_authenticate
+from .cookies import CookieAuth, CsrfError
 from .verify import VerifiedToken
 
 __all__ = ["authenticated", "require"]
@@ -68,12 +74,19 @@ def _client(request: Request, source: ClientSource) -> AsyncEntitlements:
     return found
 
 
-def _token(request: Request) -> str:
+def _token(request: Request, cookie: CookieAuth | None = None) -> str:
     token = getattr(request.state, "bearer", None)
     if isinstance(token, str):
         return token
     header = request.headers.get("authorization")
     token = bearer_token(header)
+    if token is None and header is None and cookie is not None:
+        token = cookie.token(request.headers.get("cookie"))
+        if token is not None:
+            try:
+                cookie.check_origin(request.method, request.headers.get("origin"))
+            except CsrfError as exc:
+                raise HTTPException(403, exc.message) from exc
     if token is None:
         raise HTTPException(
             401,
@@ -105,18 +118,20 @@ def require(
     require_roles: Sequence[str] = (),
     require_scopes: Sequence[str] = (),
     min_revision: FromRequest | None = None,
+    cookie: CookieAuth | None = None,
 ) -> Callable[[Request], Awaitable[Decision]]:
     """A dependency allowing the request only if the caller may do ``action``.
 
     ``resource`` and ``territory`` are values or callables of the request (sync
     or async); ``min_revision`` optionally a callable returning a write's
-    revision (e.g. from a header) or None. Returns the allowing
+    revision (e.g. from a header) or None. ``cookie``: also accept the token from
+    an HttpOnly cookie (module docstring). Returns the allowing
     :class:`Decision` (its ``attributes`` carry e.g. the licensed quality).
     """
 
     async def dependency(request: Request) -> Decision:
         ent = _client(request, client)
-        token = _token(request)
+        token = _token(request, cookie)
         try:
             decision = await ent.authorize(
                 token,
@@ -142,13 +157,15 @@ def authenticated(
     client: ClientSource = None,
     require_roles: Sequence[str] = (),
     require_scopes: Sequence[str] = (),
+    cookie: CookieAuth | None = None,
 ) -> Callable[[Request], Awaitable[VerifiedToken]]:
     """A dependency returning the caller's verified token (401 if none or invalid,
-    403 if it lacks a required role or scope). No network."""
+    403 if it lacks a required role or scope, or fails the cookie's CSRF check). No
+    network."""
 
     async def dependency(request: Request) -> VerifiedToken:
         ent = _client(request, client)
-        token = _token(request)
+        token = _token(request, cookie)
         try:
             verified = await ent.verify(token)
             if require_roles or require_scopes:

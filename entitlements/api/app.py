@@ -7,6 +7,7 @@ module globals.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,9 +15,11 @@ from typing import Any
 from fastapi import FastAPI
 
 from entitlements.api import (
+    browser,
     openapi,
     problems,
     routes_admin,
+    routes_audit,
     routes_changes,
     routes_checks,
     routes_health,
@@ -34,6 +37,7 @@ from entitlements.api.wiring import (
 )
 from entitlements.service.ddex_import import mapping_for
 from entitlements.settings import Settings
+from entitlements.tracing_env import enabled as tracing_enabled
 
 __all__ = [
     "REPLAY_REVISIONS",
@@ -65,10 +69,18 @@ def create_app(settings: Settings) -> FastAPI:
 
     # A mapping file that cannot be read stops the start, naming the file and the key.
     ddex_mapping = mapping_for(settings.ddex_mapping)
+    # Tracing (issue 15): only when OpenTelemetry's own variables ask; else not imported.
+    tracer_provider: Any = None
+    if tracing_enabled(os.environ):
+        from entitlements import tracing
+
+        tracer_provider = tracing.provider()
+        tracing.instrument_drivers(tracer_provider)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
-        async with running(settings, ddex_mapping=ddex_mapping) as state:
+        tracer = tracer_provider.get_tracer("entitlements") if tracer_provider else None
+        async with running(settings, ddex_mapping=ddex_mapping, tracer=tracer) as state:
             yield {"ent": state}
 
     app = EntitlementsApp(
@@ -80,11 +92,15 @@ def create_app(settings: Settings) -> FastAPI:
     problems.install(app)
     app.add_middleware(TimingMiddleware)
     app.add_middleware(BodyStallMiddleware, seconds=settings.upload_stall_timeout)
+    browser.install(app, settings)  # CORS and security headers (issue 15): outermost
+    if tracer_provider is not None:
+        tracing.add_http_spans(app, tracer_provider)  # the HTTP span encloses everything
     # The hot routes first: a request for them matches without trying the others.
     app.router.routes[0:0] = routes_checks.LEAN_ROUTES
     for module in (
         routes_checks,
         routes_admin,
+        routes_audit,
         routes_tokens,
         routes_changes,
         routes_imports,

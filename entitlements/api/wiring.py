@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
+from typing import Any
 
 from entitlements import metrics
 from entitlements.api.auth import Authenticator
@@ -21,6 +22,7 @@ from entitlements.cache.local import ChangeIndex, LocalCache
 from entitlements.cache.redis import RedisGrantCache
 from entitlements.cache.source import CachedGrantSource
 from entitlements.ddex.mapping import DEFAULT_MAPPING, DdexMapping
+from entitlements.decision_log import decision_log
 from entitlements.domain.change import Change
 from entitlements.service.access import EXCHANGE_TYP, AccessService
 from entitlements.service.admin import AdminService
@@ -157,10 +159,11 @@ def redis_cache(settings: Settings) -> RedisGrantCache | None:
 
 @asynccontextmanager
 async def running(
-    settings: Settings, *, ddex_mapping: DdexMapping = DEFAULT_MAPPING
+    settings: Settings, *, ddex_mapping: DdexMapping = DEFAULT_MAPPING, tracer: Any = None
 ) -> AsyncIterator[AppState]:
     """The services of one worker, open for as long as the context lasts (``ddex_mapping``:
-    read once by the caller, so a bad mapping file stops the start before anything opens)."""
+    read once by the caller, so a bad mapping file stops the start before anything opens;
+    ``tracer``: an OpenTelemetry tracer when tracing is on, issue 15)."""
     if settings.database_url is None:
         raise ValueError("running() needs settings.database_url")
     dsn = settings.database_url
@@ -206,15 +209,28 @@ async def running(
         index.start(floor)
         stack.push_async_callback(follower.stop)
         await follower.follow_from(floor)
-        checks = CheckService(source, store)
+        if tracer is None:
+            checks = CheckService(source, store)
+        else:
+            from entitlements.tracing import TracedCheckService
+
+            checks = TracedCheckService(source, store, tracer)
+        decisions = decision_log(
+            settings.decision_log,
+            sample_allows=settings.decision_log_sample_allows,
+            queue_size=settings.decision_log_queue,
+        )
+        if decisions is not None:
+            decisions.start()
+            stack.push_async_callback(decisions.close)  # flushes what is queued
         warn_about_default_prefixes(settings)
         state = AppState(
             settings=settings,
             store=store,
             catalog=store,
             checks=checks,
-            access=AccessService(checks),
-            admin=AdminService(store, follower.catch_up),
+            access=AccessService(checks, decisions),
+            admin=AdminService(store, follower.catch_up, audit_log=store),
             feed=ChangeFeedService(store, follower),
             tokens=tokens,
             imports=ImportService(

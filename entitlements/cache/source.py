@@ -22,6 +22,7 @@ from entitlements.cache.local import RESOURCE, USER, ChangeIndex, LocalCache
 from entitlements.domain.model import CheckData
 from entitlements.errors import StoreUnavailableError
 from entitlements.service.checks import StoreGrantSource
+from entitlements.service.decisions import mark_store_read
 from entitlements.service.ports import CheckReads, GrantCache
 
 
@@ -122,6 +123,8 @@ class CachedGrantSource:
                 self._inflight.pop((kind, key), None)
                 fut.set_result(loaded[key])
             out.update(loaded)
+        if waiting:
+            mark_store_read()  # answered by another request's Postgres read
         for key, fut in waiting.items():
             out[key] = await fut
         return out
@@ -139,6 +142,7 @@ class CachedGrantSource:
         rest = [k for k in keys if k not in found]
         fresh: dict[str, CheckData] = {}
         if rest:
+            mark_store_read()
             try:
                 if kind == RESOURCE:
                     _, fresh = await self.store.load_checks(rest, None)

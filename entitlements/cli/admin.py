@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
+from entitlements.cli.environment import cli_actor
 from entitlements.service.tokens import TokenService, check_access_claims
 from entitlements.settings import Settings
 from entitlements.store.keys import PostgresKeyStore
@@ -62,7 +63,7 @@ async def mint_token(
 
 async def rotate_keys(settings: Settings) -> str:
     async with opened(settings) as (_, tokens):
-        new, retired = await tokens.rotate_keys()
+        new, retired = await tokens.rotate_keys(actor=cli_actor())
     return f"active key is now {new.kid} ({new.alg}); {retired} expired key(s) retired"
 
 

@@ -103,13 +103,20 @@ async def load_catalogue(store: DemoStore, now: datetime | None = None) -> int:
     revision = await store.revision()
     for label in LABELS:
         revision = max(
-            revision, (await store.put_resource(resource_from_mapping({"id": label}))).revision
+            revision,
+            (
+                await store.put_resource(resource_from_mapping({"id": label}), actor="cli:demo")
+            ).revision,
         )
     for rid, parents in {**RELEASES, **TRACKS}.items():
-        result = await store.put_resource(resource_from_mapping({"id": rid, "parents": parents}))
+        result = await store.put_resource(
+            resource_from_mapping({"id": rid, "parents": parents}), actor="cli:demo"
+        )
         revision = max(revision, result.revision)
     for raw in demo_grants(now or datetime.now(UTC)):
-        revision = max(revision, (await store.put_grant(grant_from_mapping(raw))).revision)
+        revision = max(
+            revision, (await store.put_grant(grant_from_mapping(raw), actor="cli:demo")).revision
+        )
     return revision
 
 

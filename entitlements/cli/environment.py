@@ -7,6 +7,7 @@ Exit codes (DESIGN.md): 0 success, 1 runtime failure, 2 bad usage or bad input.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import os
 import signal
 import threading
@@ -17,10 +18,21 @@ from typing import TypeVar
 
 import typer
 
+from entitlements.domain.values import text_problem
 from entitlements.errors import EntitlementsError, InputError
 from entitlements.settings import Settings
 
 T = TypeVar("T")
+
+
+def cli_actor() -> str:
+    """Who a CLI change is recorded as (imports, key rotations): ``cli:<os user>``."""
+    try:
+        who = f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return "cli"
+    # From $LOGNAME and friends: not UTF-8 there, Python hands it over with lone surrogates.
+    return "cli" if text_problem(who) else who
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

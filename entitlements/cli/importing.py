@@ -17,7 +17,6 @@ DDEX ERN messages (``.xml``, or a file whose first markup is an element:
 
 from __future__ import annotations
 
-import getpass
 import sys
 import time
 from pathlib import Path
@@ -36,8 +35,7 @@ from rich.progress import (
 )
 from rich.progress import Progress as Bar
 
-from entitlements.cli.environment import database, fail, load_settings, run
-from entitlements.domain.values import text_problem
+from entitlements.cli.environment import cli_actor, database, fail, load_settings, run
 from entitlements.service.import_formats import Format, Kind
 
 if TYPE_CHECKING:  # the service, asyncpg and the store load only when an import runs
@@ -139,7 +137,7 @@ def import_command(
         dry_run=dry_run,
         skip_invalid=skip_invalid,
         replace_source=replace_source,
-        created_by=_who(),
+        created_by=cli_actor(),
     )
     settings = load_settings()
     if chosen == "ddex":
@@ -330,15 +328,6 @@ def first_error(report: ImportReport) -> str:
     e = report.errors[0]
     where = f"line {e['line']}" if e["line"] is not None else "the file"
     return f"{where}{' ' + e['field'] if e['field'] else ''}: {e['message']}"
-
-
-def _who() -> str:
-    try:
-        who = f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):  # no passwd entry (containers)
-        return "cli"
-    # From $LOGNAME and friends: not UTF-8 there, Python hands it over with lone surrogates.
-    return "cli" if text_problem(who) else who
 
 
 class ProgressDisplay:

@@ -52,6 +52,7 @@ def serve_app(settings: Settings, *, host: str, port: int, workers: int) -> None
         log_level=settings.log_level,
         access_log=False,
         proxy_headers=False,
+        server_header=False,  # do not advertise the server software (issue 15)
         # A connection must complete each request header in time; idle ones close sooner.
         http=http_protocol(settings.header_timeout),
         timeout_keep_alive=max(1, math.ceil(settings.keepalive_timeout)),

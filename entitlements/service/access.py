@@ -20,6 +20,7 @@ while reading, in the order the API has always applied them).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,6 +46,8 @@ from entitlements.domain.parsers import (
 from entitlements.domain.resource import RESOURCE_ID_SCHEMA
 from entitlements.errors import FieldError, InvalidInputError, PermissionDeniedError
 from entitlements.service.checks import MAX_BATCH, CheckRequest, CheckService, Page
+from entitlements.service.decisions import STORE_READ, DecisionRecord
+from entitlements.service.ports import DecisionLog
 from entitlements_client import VerifiedToken
 
 SCOPE_CHECK_ANY: Final = "entitlements:check:any"
@@ -107,10 +110,21 @@ class Question:
 
 
 class AccessService:
-    """Decisions for a caller, under every rule of the module docstring."""
+    """Decisions for a caller, under every rule of the module docstring.
 
-    def __init__(self, checks: CheckService) -> None:
+    ``decisions``: the decision log (issue 15), or None (off: the checks pay nothing
+    for it, not even building a record). Every decision method takes the caller's
+    ``request_id`` for the log; adapters pass what the client sent, if anything.
+    """
+
+    def __init__(self, checks: CheckService, decisions: DecisionLog | None = None) -> None:
         self.checks = checks
+        self.decisions = decisions
+
+    @property
+    def logging(self) -> bool:
+        """Whether decisions are logged (an adapter reads its request id only then)."""
+        return self.decisions is not None
 
     def admit(self, caller: VerifiedToken, question: Question) -> CheckRequest:
         """The question as the service answers it, once the caller may ask it."""
@@ -129,26 +143,45 @@ class AccessService:
             question.min_revision,
         )
 
-    async def check(self, caller: VerifiedToken, question: Question) -> Decision:
+    async def check(
+        self, caller: VerifiedToken, question: Question, *, request_id: str | None = None
+    ) -> Decision:
         """The one entry point for a decision: the rules, then the answer."""
-        return await self.checks.check(self.admit(caller, question))
+        req = self.admit(caller, question)
+        if self.decisions is None:
+            return await self.checks.check(req)
+        return await self._logged(caller, req, request_id)
 
     async def check_many(
-        self, caller: VerifiedToken, questions: Sequence[Question]
+        self,
+        caller: VerifiedToken,
+        questions: Sequence[Question],
+        *,
+        request_id: str | None = None,
     ) -> list[Decision]:
         """Decisions in the order asked (each question under the same rules as ``check``)."""
         if len(questions) > MAX_BATCH:
             raise InvalidInputError(FieldError("checks", f"at most {MAX_BATCH} checks per batch"))
-        return await self.checks.check_many([self.admit(caller, q) for q in questions])
+        reqs = [self.admit(caller, q) for q in questions]
+        if self.decisions is None:
+            return await self.checks.check_many(reqs)
+        return await self._logged_many(caller, reqs, request_id)
 
     # --- the REST API's JSON form ------------------------------------------------
 
-    def check_json(self, caller: VerifiedToken, body: object) -> Awaitable[Decision]:
+    def check_json(
+        self, caller: VerifiedToken, body: object, request_id: str | None = None
+    ) -> Awaitable[Decision]:
         """``check`` for a question in its JSON form (``POST /v1/check``). (Not a coroutine
         itself: the hottest route awaits the check's own, one frame fewer.)"""
-        return self.checks.check(read_question(caller, body))
+        req = read_question(caller, body)
+        if self.decisions is None:
+            return self.checks.check(req)
+        return self._logged(caller, req, request_id)
 
-    async def check_batch_json(self, caller: VerifiedToken, body: object) -> list[Decision]:
+    async def check_batch_json(
+        self, caller: VerifiedToken, body: object, request_id: str | None = None
+    ) -> list[Decision]:
         """``check_many`` for ``{"checks": [...]}`` (``POST /v1/check/batch``); a bad
         question is reported under ``checks.<i>``."""
         checks = parse_object(body, frozenset({"checks"})).get("checks")
@@ -167,7 +200,67 @@ class AccessService:
                 )
         if errors:
             raise InvalidInputError(errors)
-        return await self.checks.check_many(reqs)
+        if self.decisions is None:
+            return await self.checks.check_many(reqs)
+        return await self._logged_many(caller, reqs, request_id)
+
+    # --- the decision log ------------------------------------------------------------
+
+    async def _logged(
+        self, caller: VerifiedToken, req: CheckRequest, request_id: str | None
+    ) -> Decision:
+        start = time.perf_counter_ns()
+        reset = STORE_READ.set(False)
+        try:
+            decision = await self.checks.check(req)
+            cached = not STORE_READ.get()
+        finally:
+            STORE_READ.reset(reset)
+        self._record(caller, req, decision, cached, start, request_id)
+        return decision
+
+    async def _logged_many(
+        self, caller: VerifiedToken, reqs: Sequence[CheckRequest], request_id: str | None
+    ) -> list[Decision]:
+        start = time.perf_counter_ns()
+        reset = STORE_READ.set(False)
+        try:
+            decisions = await self.checks.check_many(reqs)
+            cached = not STORE_READ.get()
+        finally:
+            STORE_READ.reset(reset)
+        for req, decision in zip(reqs, decisions, strict=True):
+            self._record(caller, req, decision, cached, start, request_id)
+        return decisions
+
+    def _record(
+        self,
+        caller: VerifiedToken,
+        req: CheckRequest,
+        decision: Decision,
+        cached: bool,
+        start: int,
+        request_id: str | None,
+    ) -> None:
+        log = self.decisions
+        if log is None or not log.keep(decision.allowed):
+            return
+        log.offer(
+            DecisionRecord(
+                time.time(),
+                request_id,
+                caller.issuer,
+                req.user,
+                req.roles,
+                req.resource,
+                req.action,
+                req.territory,
+                req.at,
+                decision,
+                cached,
+                (time.perf_counter_ns() - start) // 1000,
+            )
+        )
 
     # --- listing ---------------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 Every write is validated by the domain, stored, and then applied to this
 process's caches before it returns (``caught_up``), so the writer's next check
-in this worker sees it without ``min_revision``.
+in this worker sees it without ``min_revision``. Every write that changes
+something is audited by the store in its own transaction, under the caller's
+namespaced subject (issue 15); ``audit`` reads that record.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from entitlements.domain.grant import Grant
 from entitlements.domain.parsers import parse_grant_id, parse_resource, parse_subject
 from entitlements.domain.resource import Resource, resource_from_mapping
 from entitlements.domain.validation import grant_from_mapping
+from entitlements.domain.values import parse_text
+from entitlements.errors import FieldError, InvalidInputError
 from entitlements.service.access import SCOPE_ADMIN, require_scope
-from entitlements.service.checks import decode_cursor, encode_cursor
-from entitlements.service.ports import Catalog
+from entitlements.service.checks import MAX_PAGE, decode_cursor, encode_cursor
+from entitlements.service.ports import AuditLog, Catalog
+from entitlements.store.results import AuditEntry
 from entitlements_client import VerifiedToken
 
 Body = Callable[[], Awaitable[object]]
@@ -45,14 +50,36 @@ class GrantPage:
     next_cursor: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class AuditPage:
+    items: list[AuditEntry]
+    next_cursor: str | None
+
+
+MAX_ACTOR = 600
+"""The longest actor a filter may name (a namespaced subject: issuer prefix and sub)."""
+
+
+def _entry_id(raw: object, field: str) -> str:
+    if not isinstance(raw, str) or not raw.isdigit() or len(raw) > 18:
+        raise InvalidInputError(FieldError(field, "is not an audit entry id"))
+    return raw
+
+
 class AdminService:
     """Writes and reads grants and resources for callers with ``SCOPE_ADMIN``."""
 
     scope = SCOPE_ADMIN
 
-    def __init__(self, catalog: Catalog, caught_up: Callable[[], Awaitable[object]]) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        caught_up: Callable[[], Awaitable[object]],
+        audit_log: AuditLog | None = None,
+    ) -> None:
         self.catalog = catalog
         self.caught_up = caught_up
+        self.audit_log = audit_log
 
     def authorize(self, caller: VerifiedToken) -> None:
         """Refuse a caller without the admin scope (before anything else is looked at)."""
@@ -63,7 +90,7 @@ class AdminService:
         self.authorize(caller)
         gid = parse_grant_id(grant_id, "id")
         grant = grant_from_mapping(await body(), grant_id=gid)
-        result = await self.catalog.put_grant(grant)
+        result = await self.catalog.put_grant(grant, actor=caller.subject)
         await self.caught_up()
         return GrantWritten(grant, result.revision, result.changed, result.created)
 
@@ -74,7 +101,9 @@ class AdminService:
     async def delete_grant(self, caller: VerifiedToken, grant_id: str) -> int:
         """Revoke a grant; the revision of the write."""
         self.authorize(caller)
-        revision = await self.catalog.delete_grant(parse_grant_id(grant_id, "id"))
+        revision = await self.catalog.delete_grant(
+            parse_grant_id(grant_id, "id"), actor=caller.subject
+        )
         await self.caught_up()
         return revision
 
@@ -105,7 +134,7 @@ class AdminService:
         self.authorize(caller)
         rid = parse_resource(resource_id, "id")
         resource = resource_from_mapping(await body(), resource_id=rid)
-        result = await self.catalog.put_resource(resource)
+        result = await self.catalog.put_resource(resource, actor=caller.subject)
         await self.caught_up()
         return ResourceWritten(resource, result.revision, result.changed, result.created)
 
@@ -113,5 +142,32 @@ class AdminService:
         self.authorize(caller)
         return await self.catalog.get_resource(parse_resource(resource_id, "id"))
 
+    async def audit(
+        self,
+        caller: VerifiedToken,
+        *,
+        actor: str | None,
+        resource: str | None,
+        grant: str | None,
+        cursor: str | None,
+        limit: int,
+    ) -> AuditPage:
+        """The audit of changes, newest first, a keyset page at a time, filtered by who
+        made them, the resource or the grant they touched (issue 15)."""
+        self.authorize(caller)
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInputError(FieldError("limit", f"must be between 1 and {MAX_PAGE}"))
+        if self.audit_log is None:
+            return AuditPage([], None)
+        entries = await self.audit_log.audit_entries(
+            actor=parse_text(actor, "actor", MAX_ACTOR) if actor is not None else None,
+            resource=parse_resource(resource, "resource") if resource is not None else None,
+            grant=parse_grant_id(grant, "grant") if grant is not None else None,
+            before_id=int(decode_cursor(cursor, _entry_id)) if cursor else None,
+            limit=limit,
+        )
+        next_cursor = encode_cursor(str(entries[-1].id)) if len(entries) == limit else None
+        return AuditPage(entries, next_cursor)
 
-__all__ = ["AdminService", "GrantPage", "GrantWritten", "ResourceWritten"]
+
+__all__ = ["AdminService", "AuditPage", "GrantPage", "GrantWritten", "ResourceWritten"]

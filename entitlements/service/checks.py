@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from entitlements.domain.model import MAX_DEPTH, CheckData, Decision, Grant, parse_resource
 from entitlements.domain.policy import Query, decide, subjects_for
 from entitlements.errors import FieldError, InvalidInputError
+from entitlements.service.decisions import mark_store_read
 from entitlements.service.ports import CheckReads, GrantSource
 
 MAX_BATCH = 1000
@@ -210,6 +211,7 @@ class StoreGrantSource:
     async def check_data(
         self, resource: str, user: str, subjects: frozenset[str], min_revision: int | None
     ) -> CheckData:
+        mark_store_read()
         data = await self.store.load_check(resource, sorted(subjects))
         ensure_fresh(data.revision, min_revision)
         return data
@@ -221,6 +223,7 @@ class StoreGrantSource:
         subjects: frozenset[str],
         min_revision: int | None,
     ) -> dict[str, CheckData]:
+        mark_store_read()
         revision, data = await self.store.load_checks(resources, sorted(subjects))
         ensure_fresh(revision, min_revision)
         return data

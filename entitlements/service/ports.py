@@ -6,6 +6,7 @@ and never import this module (dependencies point down)::
     port                  adapter (Postgres: entitlements.store)     used by
     CheckReads            store.checks.PostgresCheckReads            CheckService, the grant sources
     Catalog               store.grants.PostgresCatalog               admin writes and reads
+    AuditLog              store.audit.PostgresAuditLog               AdminService (issue 15)
     ChangeFeed            store.changes.PostgresChangeLog            the change feed, start-up
     KeyStore              store.keys.PostgresKeyStore                TokenService
     ExchangedTokenStore   store.tokens.PostgresTokenStore            TokenService
@@ -15,6 +16,7 @@ and never import this module (dependencies point down)::
     GrantSource           cache.source.CachedGrantSource,            CheckService
                           service.checks.StoreGrantSource (uncached)
     GrantCache            cache.redis.RedisGrantCache (L2)           CachedGrantSource
+    DecisionLog           decision_log.DecisionLogWriter             AccessService (issue 15)
 
 ``store.postgres.PostgresStore`` is CheckReads, Catalog and ChangeFeed at once.
 The values they pass are plain: domain types, ``store.results`` and the import's
@@ -31,9 +33,10 @@ from typing import Any, Protocol
 
 from entitlements.domain.model import CheckData, Grant, Resource
 from entitlements.keys.signing import Algorithm, SigningKey
+from entitlements.service.decisions import DecisionRecord
 from entitlements.store.ddex_rows import AppliedBatch, KnownRelease, ReleaseEntry
 from entitlements.store.import_rows import GrantRows, ImportTally, Prepared, ResourceRow
-from entitlements.store.results import ChangePage, WriteResult
+from entitlements.store.results import AuditEntry, ChangePage, WriteResult
 
 # --- checks -------------------------------------------------------------------------
 
@@ -95,19 +98,32 @@ class GrantCache(Protocol):
     async def close(self) -> None: ...
 
 
+class DecisionLog(Protocol):
+    """Where decisions are recorded (issue 15). Neither method may block or fail: a
+    record that cannot be kept is dropped and counted by the log itself."""
+
+    def keep(self, allowed: bool) -> bool:
+        """Whether to record a decision like this one (denies always; allows sampled)."""
+
+    def offer(self, record: DecisionRecord) -> None:
+        """Queue ``record`` for writing, or drop and count it when the queue is full."""
+
+
 # --- the catalogue and its changes ------------------------------------------------------
 
 
 class Catalog(Protocol):
     """Grants and resources, one at a time. Writes return the revision after them."""
 
-    async def put_grant(self, grant: Grant) -> WriteResult: ...
+    async def put_grant(self, grant: Grant, *, actor: str = ...) -> WriteResult:
+        """Create or replace; a change is audited under ``actor`` (before and after)."""
 
     async def get_grant(self, grant_id: str) -> Grant:
         """``NotFoundError`` if there is none."""
 
-    async def delete_grant(self, grant_id: str) -> int:
-        """The revision after the delete; ``NotFoundError`` if there is none."""
+    async def delete_grant(self, grant_id: str, *, actor: str = ...) -> int:
+        """The revision after the delete (audited under ``actor``); ``NotFoundError`` if
+        there is none."""
 
     async def list_grants(
         self,
@@ -118,11 +134,28 @@ class Catalog(Protocol):
         limit: int = 100,
     ) -> list[Grant]: ...
 
-    async def put_resource(self, resource: Resource) -> WriteResult:
-        """``InvalidInputError`` for parents that close a cycle or a path too deep."""
+    async def put_resource(self, resource: Resource, *, actor: str = ...) -> WriteResult:
+        """``InvalidInputError`` for parents that close a cycle or a path too deep; a
+        change is audited under ``actor`` (the parents before and after)."""
 
     async def get_resource(self, resource_id: str) -> Resource:
         """``NotFoundError`` if there is none."""
+
+
+class AuditLog(Protocol):
+    """The record of admin changes (issue 15), written by the stores in each change's
+    own transaction; read newest first."""
+
+    async def audit_entries(
+        self,
+        *,
+        actor: str | None = None,
+        resource: str | None = None,
+        grant: str | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[AuditEntry]:
+        """A keyset page, newest first (``before_id``: entries older than that one)."""
 
 
 class ChangeFeed(Protocol):
@@ -142,8 +175,11 @@ class KeyStore(Protocol):
     async def ensure_active(self) -> SigningKey:
         """The active key, created if there is none yet."""
 
-    async def rotate(self, publish_for: float, alg: Algorithm | None = None) -> SigningKey:
-        """A new active key; the old one stays published for ``publish_for`` seconds."""
+    async def rotate(
+        self, publish_for: float, alg: Algorithm | None = None, *, actor: str = ...
+    ) -> SigningKey:
+        """A new active key; the old one stays published for ``publish_for`` seconds
+        (audited under ``actor``)."""
 
     async def retire_expired(self) -> int:
         """Retire the published keys past their ``publish_until``; returns how many."""
@@ -166,9 +202,12 @@ class ExchangedTokenStore(Protocol):
         expires_at: datetime,
     ) -> None: ...
 
-    async def revoke(self, jti: str, authorize: Callable[[str, str], None]) -> int:
+    async def revoke(
+        self, jti: str, authorize: Callable[[str, str], None], *, actor: str = ...
+    ) -> int:
         """Revoke once ``authorize(subject, actor)`` has not raised; the revision after
-        (unchanged if revoked already). ``NotFoundError`` for an unknown ``jti``."""
+        (unchanged if revoked already). ``NotFoundError`` for an unknown ``jti``. The
+        revocation is audited under the keyword ``actor`` (who revoked it)."""
 
     async def revoked_jtis(self) -> set[str]:
         """The revoked tokens that may still be presented."""
@@ -241,10 +280,12 @@ class ImportStore(Protocol):
 
 
 __all__ = [
+    "AuditLog",
     "Catalog",
     "ChangeFeed",
     "CheckReads",
     "DdexWriter",
+    "DecisionLog",
     "ExchangedTokenStore",
     "GrantCache",
     "GrantSource",

@@ -274,21 +274,24 @@ class TokenService:
                     "only the token's user, its holder or an admin may revoke it"
                 )
 
-        revision = await self.exchanged.revoke(jti, authorize)
+        revision = await self.exchanged.revoke(jti, authorize, actor=caller.subject)
         self.revoked.add(jti)
         return revision
 
     async def reload_revocations(self) -> None:
         self.revoked.replace(await self.exchanged.revoked_jtis())
 
-    async def rotate_keys(self) -> tuple[SigningKey, int]:
+    async def rotate_keys(self, actor: str = "unknown") -> tuple[SigningKey, int]:
         """Make a new signing key active: the new key, and how many expired keys were retired.
 
         The old key stays published as long as any token it signed may live: the
-        longest lifetime this service issues (access or exchanged tokens).
+        longest lifetime this service issues (access or exchanged tokens). The
+        rotation is audited under ``actor`` (``cli:<os user>`` from the CLI).
         """
         await self.keys.ensure_active()
-        new = await self.keys.rotate(max(self.max_lifetime, self.exchange_max_lifetime))
+        new = await self.keys.rotate(
+            max(self.max_lifetime, self.exchange_max_lifetime), actor=actor
+        )
         retired = await self.keys.retire_expired()
         return new, retired
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from entitlements.domain.grant import grant_json
 from entitlements.domain.model import Grant, Resource, grant_row
 from entitlements.errors import NotFoundError
+from entitlements.store.audit import record_audit
 from entitlements.store.changes import REVISION_SQL, bump_revision, grant_changes
 from entitlements.store.graph import TOO_DEEP_SQL, check_graph_write
 from entitlements.store.locks import AdvisoryLock
@@ -34,8 +36,9 @@ class PostgresCatalog(OnPool):
 
     # --- grants -----------------------------------------------------------
 
-    async def put_grant(self, grant: Grant) -> WriteResult:
-        """Create or replace a grant; an identical grant changes nothing (no new revision)."""
+    async def put_grant(self, grant: Grant, *, actor: str = "unknown") -> WriteResult:
+        """Create or replace a grant; an identical grant changes nothing (no new revision).
+        A change is audited under ``actor``, with the grant before and after."""
         async with translate_errors(), self.pool.acquire() as conn, conn.transaction():
             old = await conn.fetchrow(
                 f"SELECT {GRANT_COLUMNS} FROM grants WHERE id = $1 FOR UPDATE", grant.id
@@ -44,6 +47,15 @@ class PostgresCatalog(OnPool):
             if previous == grant:
                 return WriteResult(await conn.fetchval(REVISION_SQL), False)
             await conn.execute(_PUT_GRANT_SQL, *grant_row(grant))
+            await record_audit(
+                conn,
+                actor,
+                "grant.put",
+                resource=grant.resource,
+                grant=grant.id,
+                before=grant_json(previous) if previous is not None else None,
+                after=grant_json(grant),
+            )
             touched = [grant] + ([previous] if previous is not None else [])
             revision = await bump_revision(conn, grant_changes(touched))
             await conn.execute("UPDATE grants SET revision = $2 WHERE id = $1", grant.id, revision)
@@ -58,14 +70,23 @@ class PostgresCatalog(OnPool):
             raise NotFoundError(f"no grant {grant_id!r}")
         return grant_from_record(row)
 
-    async def delete_grant(self, grant_id: str) -> int:
+    async def delete_grant(self, grant_id: str, *, actor: str = "unknown") -> int:
         async with translate_errors(), self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 f"DELETE FROM grants WHERE id = $1 RETURNING {GRANT_COLUMNS}", grant_id
             )
             if row is None:
                 raise NotFoundError(f"no grant {grant_id!r}")
-            return await bump_revision(conn, grant_changes([grant_from_record(row)]))
+            deleted = grant_from_record(row)
+            await record_audit(
+                conn,
+                actor,
+                "grant.delete",
+                resource=deleted.resource,
+                grant=grant_id,
+                before=grant_json(deleted),
+            )
+            return await bump_revision(conn, grant_changes([deleted]))
 
     async def list_grants(
         self,
@@ -93,13 +114,14 @@ class PostgresCatalog(OnPool):
 
     # --- resources --------------------------------------------------------
 
-    async def put_resource(self, resource: Resource) -> WriteResult:
+    async def put_resource(self, resource: Resource, *, actor: str = "unknown") -> WriteResult:
         """Declare a resource and set its parents (auto-declaring unknown parents).
 
         Refuses a parent that would close a cycle or make any path of the graph
         longer than ``MAX_DEPTH`` levels, the subtree below the resource included.
         Graph writes are serialized by an advisory lock so two concurrent writes
-        cannot build a cycle or too long a path between them.
+        cannot build a cycle or too long a path between them. A change is audited
+        under ``actor``, with the parents before and after.
         """
         async with translate_errors(), self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", AdvisoryLock.GRAPH)
@@ -123,6 +145,14 @@ class PostgresCatalog(OnPool):
                    SELECT $1, p FROM unnest($2::text[]) AS p""",
                 resource.id,
                 list(resource.parents),
+            )
+            await record_audit(
+                conn,
+                actor,
+                "resource.put",
+                resource=resource.id,
+                before={"parents": [r["parent"] for r in current]} if exists else None,
+                after={"parents": list(resource.parents)},
             )
             revision = await bump_revision(conn, [("resource", resource.id)])
             await conn.execute(

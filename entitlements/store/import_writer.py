@@ -42,6 +42,12 @@ import asyncpg
 from entitlements.domain.grant import GRANT_COLUMNS
 from entitlements.domain.model import MAX_DEPTH
 from entitlements.errors import StoreUnavailableError
+from entitlements.store.audit import (
+    AUDIT_STAGING_SQL,
+    IMPORT_AUDIT_SQL,
+    MAX_AUDITED_ROWS,
+    audit_changed_sql,
+)
 from entitlements.store.changes import REVISION_SQL, bump_revision
 from entitlements.store.ddex import PostgresDdexWriter
 from entitlements.store.graph import depth_refusal
@@ -148,6 +154,8 @@ SELECT (SELECT count(*) FROM up WHERE inserted) AS inserted,
        ARRAY(SELECT DISTINCT {_KEY_SQL} FROM touched LIMIT $2) AS keys
 """
 
+_AUDIT_CHANGED_SQL: Final = audit_changed_sql(_DATA_COLUMNS)
+
 # The file's ids are those staged (imp_gids) and those this transaction wrote.
 _REPLACE_SOURCE_SQL: Final = f"""
 WITH del AS (
@@ -241,6 +249,7 @@ class PostgresImportSession:
         self.graph_locked = False
         self._committing = False
         self._ddex: PostgresDdexWriter | None = None
+        self._audited = 0  # changed grants whose before/after the audit entry holds
 
     async def begin(self, lock_wait: float) -> int | None:
         """Wait up to ``lock_wait`` seconds for any other import, create the staging
@@ -253,6 +262,7 @@ class PostgresImportSession:
         except TimeoutError:
             return None
         await self.db.execute(_STAGING_SQL)
+        await self.db.execute(AUDIT_STAGING_SQL)
         self.revision = int(await self.db.fetchval("SELECT value + 1 FROM ent_revision"))
         self.tail = row_tail(self.revision)
         return self.revision
@@ -319,6 +329,9 @@ class PostgresImportSession:
         if direct:
             await self._copy_new(direct, tally)
         if staged and await self._stage("imp_g", staged, _G_COLUMNS, tally):
+            if self._audited < MAX_AUDITED_ROWS:  # issue 15: before/after of changed grants
+                status = await db.execute(_AUDIT_CHANGED_SQL, MAX_AUDITED_ROWS - self._audited)
+                self._audited += int(status.split()[-1])
             merged = await db.fetchrow(_MERGE_GRANTS_SQL, self.revision, tally.key_limit())
             tally.wrote(merged["inserted"], merged["updated"])
             tally.add_keys(merged["keys"])
@@ -466,6 +479,7 @@ class PostgresImportSession:
         """Record the import's outcome in its transaction, and commit both."""
         self._committing = True
         await self.db.execute(_COMMIT_SQL, self.import_id, status, finished_at, report)
+        await self.db.execute(IMPORT_AUDIT_SQL, self.import_id, report)  # issue 15
         await self.db.execute("COMMIT")
 
     async def end(self, status: str, finished_at: datetime, report: str) -> None:

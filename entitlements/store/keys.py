@@ -20,6 +20,7 @@ from entitlements.keys.signing import (
     load_private_pem,
     private_pem,
 )
+from entitlements.store.audit import record_audit
 from entitlements.store.locks import AdvisoryLock
 from entitlements.store.pool import OnPool, translate_errors
 
@@ -43,11 +44,14 @@ class PostgresKeyStore(OnPool):
                 row = await self._insert(conn, self.alg)
         return _key(row)
 
-    async def rotate(self, publish_for: float, alg: Algorithm | None = None) -> SigningKey:
+    async def rotate(
+        self, publish_for: float, alg: Algorithm | None = None, *, actor: str = "unknown"
+    ) -> SigningKey:
         """Make a new active key; the old one stays published for ``publish_for`` seconds.
 
         ``publish_for`` must be at least the longest lifetime of any token the
-        old key may have signed, so that every such token keeps verifying.
+        old key may have signed, so that every such token keeps verifying. The
+        rotation is audited under ``actor``.
         """
         async with translate_errors(), self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", AdvisoryLock.SIGNING_KEYS)
@@ -57,6 +61,9 @@ class PostgresKeyStore(OnPool):
                 datetime.now(UTC) + timedelta(seconds=publish_for),
             )
             row = await self._insert(conn, alg or self.alg)
+            await record_audit(
+                conn, actor, "key.rotate", detail={"kid": row["kid"], "alg": row["alg"]}
+            )
             await conn.execute(f"SELECT pg_notify('{KEYS_CHANNEL}', $1)", row["kid"])
         return _key(row)
 

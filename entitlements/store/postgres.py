@@ -22,6 +22,7 @@ from entitlements.domain.model import (
     resource_type,
 )
 from entitlements.store import schema
+from entitlements.store.audit import PostgresAuditLog
 from entitlements.store.changes import (
     PRUNE_BATCH,
     PostgresChangeLog,
@@ -42,7 +43,7 @@ from entitlements.store.records import grant_from_record
 from entitlements.store.results import MAX_CHANGE_KEYS, ChangePage, WriteResult
 
 
-class PostgresStore(PostgresCheckReads, PostgresCatalog, PostgresChangeLog):
+class PostgresStore(PostgresCheckReads, PostgresCatalog, PostgresChangeLog, PostgresAuditLog):
     """Grants, resources, revisions and the change log in Postgres, on one pool."""
 
     @classmethod

@@ -7,7 +7,8 @@ use them without importing a store adapter (or asyncpg).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from datetime import datetime
+from typing import Any, Final
 
 from entitlements.domain.model import Change
 
@@ -35,4 +36,20 @@ class ChangePage:
     more: bool
 
 
-__all__ = ["MAX_CHANGE_KEYS", "ChangePage", "WriteResult"]
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One recorded admin change (issue 15): ``before``/``after`` are the JSON forms of
+    the grant or resource (None: it did not exist / was deleted); ``detail`` the rest."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    resource: str | None
+    grant: str | None
+    before: Any
+    after: Any
+    detail: Any
+
+
+__all__ = ["MAX_CHANGE_KEYS", "AuditEntry", "ChangePage", "WriteResult"]

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from entitlements.errors import NotFoundError
+from entitlements.store.audit import record_audit
 from entitlements.store.changes import REVISION_SQL, bump_revision
 from entitlements.store.pool import OnPool, translate_errors
 
@@ -40,7 +41,9 @@ class PostgresTokenStore(OnPool):
                 expires_at,
             )
 
-    async def revoke(self, jti: str, authorize: Callable[[str, str], None]) -> int:
+    async def revoke(
+        self, jti: str, authorize: Callable[[str, str], None], *, actor: str = "unknown"
+    ) -> int:
         """Revoke ``jti`` once ``authorize(subject, actor)`` (the token's user and holder)
         has not raised; returns the revision (unchanged if it was revoked already).
         ``NotFoundError`` if no such token was exchanged."""
@@ -56,6 +59,9 @@ class PostgresTokenStore(OnPool):
                 revision: int = await conn.fetchval(REVISION_SQL)
                 return revision
             await conn.execute("UPDATE exchanged_tokens SET revoked_at = now() WHERE jti = $1", jti)
+            await record_audit(
+                conn, actor, "token.revoke", detail={"jti": jti, "subject": row["subject"]}
+            )
             return await bump_revision(conn, [("token", jti)])
 
     async def revoked_jtis(self) -> set[str]:
