@@ -386,6 +386,10 @@ def test_issuer_config_from_mapping_rejects_bad_items(item: dict[str, Any]) -> N
         ("7d", 604800),
         ("1h30m", 5400),
         ("90", 90),
+        ("500ms", 0.5),
+        ("50ms", 0.05),
+        ("0.5", 0.5),
+        ("1m30s", 90),
         (120, 120),
         (1.5, 1.5),
     ],
@@ -394,7 +398,9 @@ def test_parse_duration(text: str | float, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "0", "-5m", "5 minutes", "1w", True, "1e3", float("inf")])
+@pytest.mark.parametrize(
+    "text", ["", "0", "0ms", "-5m", "5 minutes", "1w", True, "1e3", "ms", ".5", float("inf")]
+)
 def test_parse_duration_rejects(text: Any) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)

@@ -55,8 +55,10 @@ MAX_SUBJECT_PREFIX: Final = 128
 # make user ids no grant can name.
 _PREFIX_RE: Final = re.compile(rf"[A-Za-z0-9._~@+/:=|-]{{0,{MAX_SUBJECT_PREFIX}}}")
 _SCOPE_RE: Final = re.compile(r"entitlements:[!#-\[\]-~]+")  # RFC 6749 §3.3 scope-token
-_DURATION_RE: Final = re.compile(r"(?:[0-9]{1,9}[smhd])+|[0-9]{1,9}")
-_DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_NUMBER: Final = r"[0-9]{1,9}(?:\.[0-9]{1,6})?"
+_DURATION_RE: Final = re.compile(rf"(?:{_NUMBER}(?:ms|[smhd]))+|{_NUMBER}")
+_DURATION_PART: Final = re.compile(rf"({_NUMBER})(ms|[smhd])")
+_DURATION_UNITS: Final = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _ISSUER_ITEM_KEYS: Final = frozenset(
     [
         "issuer",
@@ -75,20 +77,18 @@ _ISSUER_ITEM_KEYS: Final = frozenset(
 
 
 def parse_duration(value: str | float) -> float:
-    """Seconds in ``"30s"``, ``"15m"``, ``"24h"``, ``"7d"``, ``"1h30m"``, ``"90"`` or a number."""
+    """Seconds in ``"500ms"``, ``"30s"``, ``"15m"``, ``"24h"``, ``"7d"``, ``"1h30m"``, ``"90"``,
+    ``"0.5"`` or a number."""
     if isinstance(value, bool):
         raise ValueError("a duration cannot be a boolean")
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str) and _DURATION_RE.fullmatch(value.strip()):
         text = value.strip()
-        if text.isdigit():
-            seconds = float(text)
-        else:
-            parts = re.findall(r"([0-9]+)([smhd])", text)
-            seconds = float(sum(int(n) * _DURATION_UNITS[u] for n, u in parts))
+        parts = _DURATION_PART.findall(text)
+        seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts) if parts else float(text)
     else:
-        raise ValueError(f"invalid duration {value!r}; use e.g. '30s', '15m', '24h', '7d'")
+        raise ValueError(f"invalid duration {value!r}; use e.g. '500ms', '30s', '15m', '24h', '7d'")
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError("a duration must be positive")
     return seconds
