@@ -40,6 +40,9 @@ from entitlements_client.issuers import ALL_SCOPES
 
 log = logging.getLogger("entitlements")
 
+APPLICATION_NAME = "entitlements"
+"""The ``application_name`` of the API's pool connections (``pg_stat_activity``)."""
+
 REPLAY_REVISIONS = 10_000
 """How much of the change log a starting worker replays (older Redis entries are distrusted)."""
 
@@ -144,6 +147,21 @@ def grant_source(
     )
 
 
+def listen_dsn(settings: Settings) -> str | None:
+    """Where the change follower LISTENs: the direct DSN when ``database_url`` is a
+    pooler (None without one: the follower polls), else ``database_url`` itself."""
+    if settings.database_listen_url:
+        return settings.database_listen_url
+    if settings.database_pooler != "none":
+        log.warning(
+            "ENTITLEMENTS_DATABASE_POOLER=%s without ENTITLEMENTS_DATABASE_LISTEN_URL: LISTEN"
+            " cannot work through a transaction pooler, so the change feed is polled",
+            settings.database_pooler,
+        )
+        return None
+    return settings.database_url
+
+
 def redis_cache(settings: Settings) -> RedisGrantCache | None:
     if not settings.redis_url:
         return None
@@ -164,12 +182,15 @@ async def running(
     if settings.database_url is None:
         raise ValueError("running() needs settings.database_url")
     dsn = settings.database_url
+    pooled = settings.database_pooler != "none"
     async with AsyncExitStack() as stack:
         store = await PostgresStore.open(
             dsn,
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
             timeout=settings.db_timeout,
+            pooled=pooled,
+            application_name=APPLICATION_NAME,
         )
         stack.push_async_callback(store.close)
         keyset = KeySet(jwks={"keys": []})
@@ -189,7 +210,10 @@ async def running(
         index = ChangeIndex()
         source = grant_source(settings, store, index, redis)
         follower = ChangeFollower(
-            store, dsn, poll_interval=min(1.0, settings.staleness / 2), on_keys=tokens.reload_keys
+            store,
+            listen_dsn(settings),
+            poll_interval=min(1.0, settings.staleness / 2),
+            on_keys=tokens.reload_keys,
         )
 
         async def apply_changes(changes: Sequence[Change], revision: int) -> None:
@@ -218,7 +242,7 @@ async def running(
             feed=ChangeFeedService(store, follower),
             tokens=tokens,
             imports=ImportService(
-                PostgresImportStore(store.pool, dsn=dsn),
+                PostgresImportStore(store.pool, dsn=dsn, pooled=pooled),
                 ImportLimits(lock_timeout=settings.import_lock_wait),
                 ddex_mapping=ddex_mapping,
             ),

@@ -180,9 +180,7 @@ class ExchangedTokenStore(Protocol):
 class DdexWriter(Protocol):
     """DDEX ERN releases, applied inside one import's transaction (replace-per-release)."""
 
-    async def known(
-        self, keys: Sequence[tuple[str, str]]
-    ) -> dict[tuple[str, str], KnownRelease]:
+    async def known(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], KnownRelease]:
         """The stored releases these (sender, release id) pairs name, and when each was
         last applied."""
 

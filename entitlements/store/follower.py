@@ -5,6 +5,10 @@ runs one ``ChangeFollower`` that reads the log after the last revision it saw
 and hands the entries to its listeners (cache invalidation, revoked tokens).
 A NOTIFY makes that immediate; the poll bounds the delay even if the LISTEN
 connection was lost, so a worker is never staler than the poll interval.
+
+LISTEN is session state: behind a transaction-mode pooler it must use a direct
+connection (``dsn``: ``ENTITLEMENTS_DATABASE_LISTEN_URL``); with ``dsn=None`` the
+follower only polls.
 """
 
 from __future__ import annotations
@@ -21,8 +25,12 @@ from entitlements.domain.model import Change
 from entitlements.errors import StoreUnavailableError
 from entitlements.store.changes import NOTIFY_CHANNEL, PostgresChangeLog
 from entitlements.store.keys import KEYS_CHANNEL
+from entitlements.store.pool import connect
 
 log = logging.getLogger("entitlements.changes")
+
+LISTEN_APPLICATION = "entitlements-listen"
+"""The ``application_name`` of the LISTEN connection (``pg_stat_activity`` tells it apart)."""
 
 PAGE = 20_000
 STOP_WAIT = 1.0  # seconds per attempt to stop the follower's task
@@ -37,7 +45,7 @@ class ChangeFollower:
     def __init__(
         self,
         store: PostgresChangeLog,
-        dsn: str,
+        dsn: str | None,
         *,
         poll_interval: float = 1.0,
         on_keys: Callable[[], Coroutine[Any, Any, None]] | None = None,
@@ -126,10 +134,12 @@ class ChangeFollower:
             self._wake.clear()
 
     async def _ensure_listening(self) -> None:
+        if self.dsn is None:
+            return  # behind a pooler with no direct DSN: the poll alone follows the log
         if self._conn is not None and not self._conn.is_closed():
             return
         try:
-            self._conn = await asyncpg.connect(self.dsn, timeout=5.0)
+            self._conn = await connect(self.dsn, timeout=5.0, application_name=LISTEN_APPLICATION)
             await self._conn.add_listener(NOTIFY_CHANNEL, self._notified)
             await self._conn.add_listener(KEYS_CHANNEL, self._keys_notified)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
