@@ -12,6 +12,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -43,6 +44,27 @@ CHANGES_PRUNED = Counter(
 )
 BACKEND_ERRORS = Counter(
     "entitlements_backend_errors_total", "Failed calls to a backing store", ["backend", "op"]
+)
+
+# --- read replicas (issue 16) ---
+REPLICA_UP = Gauge(
+    "entitlements_replica_up",
+    "1 while a read replica answers the probe, 0 while it is skipped as down",
+    ["replica"],
+    multiprocess_mode="min",
+)
+REPLICA_LAG = Gauge(
+    "entitlements_replica_lag_seconds",
+    "Seconds since the replica was last seen holding every write (-1: down); above the"
+    " staleness bound it is skipped",
+    ["replica"],
+    multiprocess_mode="max",
+)
+READ_TARGET = Counter(
+    "entitlements_check_reads_total",
+    "Check and listing reads by where they went (replica, primary, or primary after a"
+    " replica failed or was found behind)",
+    ["target"],
 )
 
 

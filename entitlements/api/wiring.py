@@ -27,6 +27,7 @@ from entitlements.service.admin import AdminService
 from entitlements.service.changes import ChangeFeedService
 from entitlements.service.checks import CheckService, GrantSource, StoreGrantSource
 from entitlements.service.imports import ImportLimits, ImportService
+from entitlements.service.ports import CheckReads
 from entitlements.service.tokens import TokenService
 from entitlements.settings import Settings
 from entitlements.store.follower import ChangeFollower
@@ -34,6 +35,7 @@ from entitlements.store.imports import PostgresImportStore
 from entitlements.store.keys import PostgresKeyStore
 from entitlements.store.postgres import GRAPH_CHECK_TASK, PostgresStore, warn_if_graph_too_deep
 from entitlements.store.pruner import ChangePruner
+from entitlements.store.replicas import ReplicaRouter
 from entitlements.store.tokens import PostgresTokenStore
 from entitlements_client import IssuerConfig, KeySet, TokenVerifier
 from entitlements_client.issuers import ALL_SCOPES
@@ -65,6 +67,7 @@ class AppState:
     index: ChangeIndex
     source: GrantSource
     redis: RedisGrantCache | None
+    replicas: ReplicaRouter | None = None
 
 
 def warn_about_default_prefixes(settings: Settings) -> None:
@@ -132,7 +135,7 @@ def build_verifiers(settings: Settings, own_keys: KeySet, tokens: TokenService) 
 
 
 def grant_source(
-    settings: Settings, store: PostgresStore, index: ChangeIndex, redis: RedisGrantCache | None
+    settings: Settings, store: CheckReads, index: ChangeIndex, redis: RedisGrantCache | None
 ) -> GrantSource:
     """Where checks read grants: L1 → L2 (Redis, if configured) → Postgres, or Postgres
     alone when the cache is off (``ENTITLEMENTS_CACHE_SIZE=0``)."""
@@ -160,6 +163,24 @@ def listen_dsn(settings: Settings) -> str | None:
         )
         return None
     return settings.database_url
+
+
+async def replica_router(settings: Settings, store: PostgresStore) -> ReplicaRouter | None:
+    """Checks and listings over the read replicas, if any are configured (started: each
+    replica probed once; one that is down now is skipped until it answers)."""
+    if not settings.database_replica_urls:
+        return None
+    router = ReplicaRouter(
+        store,
+        settings.database_replica_urls,
+        staleness=settings.staleness,
+        probe_interval=settings.replica_probe_interval,
+        pool_max_size=settings.pool_max_size,
+        timeout=settings.db_timeout,
+        pooled=settings.database_pooler != "none",
+    )
+    await router.start()
+    return router
 
 
 def redis_cache(settings: Settings) -> RedisGrantCache | None:
@@ -207,8 +228,12 @@ async def running(
         redis = redis_cache(settings)
         if redis is not None:
             stack.push_async_callback(redis.close)
+        replicas = await replica_router(settings, store)
+        if replicas is not None:
+            stack.push_async_callback(replicas.close)
+        reads: CheckReads = replicas if replicas is not None else store
         index = ChangeIndex()
-        source = grant_source(settings, store, index, redis)
+        source = grant_source(settings, reads, index, redis)
         follower = ChangeFollower(
             store,
             listen_dsn(settings),
@@ -230,7 +255,7 @@ async def running(
         index.start(floor)
         stack.push_async_callback(follower.stop)
         await follower.follow_from(floor)
-        checks = CheckService(source, store)
+        checks = CheckService(source, reads)
         warn_about_default_prefixes(settings)
         state = AppState(
             settings=settings,
@@ -251,6 +276,7 @@ async def running(
             index=index,
             source=source,
             redis=redis,
+            replicas=replicas,
         )
         # Everything built so far lives as long as the process: move it out of the
         # garbage collector's view, so full collections (~57 ms with a warm app) do

@@ -139,11 +139,16 @@ class CachedGrantSource:
         rest = [k for k in keys if k not in found]
         fresh: dict[str, CheckData] = {}
         if rest:
+            # What is read now is used at once, unvalidated: it must hold every change the
+            # index has applied (a read replica behind the index is not read).
+            applied = self.index.revision
             try:
                 if kind == RESOURCE:
-                    _, fresh = await self.store.load_checks(rest, None)
+                    _, fresh = await self.store.load_checks(rest, None, min_revision=applied)
                 else:
-                    fresh = {k: await self.store.load_user_grants(k) for k in rest}
+                    fresh = {
+                        k: await self.store.load_user_grants(k, min_revision=applied) for k in rest
+                    }
             except StoreUnavailableError:
                 metrics.BACKEND_ERRORS.labels("postgres", "load").inc()
                 raise

@@ -210,7 +210,7 @@ class StoreGrantSource:
     async def check_data(
         self, resource: str, user: str, subjects: frozenset[str], min_revision: int | None
     ) -> CheckData:
-        data = await self.store.load_check(resource, sorted(subjects))
+        data = await self.store.load_check(resource, sorted(subjects), min_revision=min_revision)
         ensure_fresh(data.revision, min_revision)
         return data
 
@@ -221,7 +221,9 @@ class StoreGrantSource:
         subjects: frozenset[str],
         min_revision: int | None,
     ) -> dict[str, CheckData]:
-        revision, data = await self.store.load_checks(resources, sorted(subjects))
+        revision, data = await self.store.load_checks(
+            resources, sorted(subjects), min_revision=min_revision
+        )
         ensure_fresh(revision, min_revision)
         return data
 
