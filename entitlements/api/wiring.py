@@ -239,6 +239,7 @@ async def running(
             listen_dsn(settings),
             poll_interval=min(1.0, settings.staleness / 2),
             on_keys=tokens.reload_keys,
+            share=settings.feed_socket,
         )
 
         async def apply_changes(changes: Sequence[Change], revision: int) -> None:
