@@ -189,6 +189,7 @@ def redis_cache(settings: Settings) -> RedisGrantCache | None:
     return RedisGrantCache.from_url(
         settings.redis_url,
         timeout=settings.redis_timeout,
+        cluster=settings.redis_cluster,
         prefix=settings.redis_prefix,
         on_error=lambda op: metrics.BACKEND_ERRORS.labels("redis", op).inc(),
     )
