@@ -165,6 +165,11 @@ class Settings(BaseSettings):
         max_length=16,
         description="JSON list of streaming-replica DSNs that checks and listings may read",
     )
+    feed_share: bool = Field(
+        default=True,
+        description="'entitlements serve --workers N>1' shares one change-feed follower among"
+        " its workers (false: each worker LISTENs and polls on its own)",
+    )
     feed_socket: Path | None = Field(
         default=None,
         description="a Unix socket through which the workers of one host share one change-feed"

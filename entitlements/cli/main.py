@@ -53,7 +53,7 @@ def serve_app(settings: Settings, *, host: str, port: int, workers: int) -> None
 
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="entitlements-metrics-")
 
-    if workers > 1 and settings.feed_socket is None:
+    if workers > 1 and settings.feed_share and settings.feed_socket is None:
         # One change-feed follower for all of them (entitlements.store.feed_share).
         os.environ["ENTITLEMENTS_FEED_SOCKET"] = str(default_feed_socket(settings))
 

@@ -106,7 +106,11 @@ class PostgresImportStore(OnPool):
         """
         async with translate_errors():
             own = self.dsn is not None
-            conn = await (connect(self.dsn, pooled=self.pooled) if own else self.pool.acquire())
+            conn = await (
+                connect(self.dsn, pooled=self.pooled)
+                if self.dsn is not None
+                else self.pool.acquire()
+            )
             try:
                 db = ImportConnection(conn, timeout)
                 await db.execute("BEGIN")
