@@ -14,6 +14,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 
 import asyncpg
@@ -103,7 +104,7 @@ async def test_siblings_follow_the_leader_without_reading_postgres_and_survive_i
             territories=["*"],
         )  # fmt: skip
         for api in siblings:
-            assert await eventually(lambda api=api: _allowed(api, token, question), timeout=3.0)
+            assert await eventually(partial(_allowed, api, token, question), timeout=3.0)
         await asyncio.sleep(1.2)  # more than a poll interval: the leader polled meanwhile
         assert [a.state.follower.db_reads for a in siblings] == reads  # no sibling read the log
 
@@ -119,7 +120,7 @@ async def test_siblings_follow_the_leader_without_reading_postgres_and_survive_i
             await conn.execute("DELETE FROM grants WHERE id = 'g-share'")
             await bump_revision(conn, [("user", user)])
         for api in rest:
-            assert await eventually(lambda api=api: _denied(api, token, question), timeout=3.0)
+            assert await eventually(partial(_denied, api, token, question), timeout=3.0)
         assert await eventually(lambda: _listening(pg_dsn, 1), timeout=5.0)
 
 

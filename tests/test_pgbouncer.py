@@ -98,8 +98,8 @@ async def test_checks_writes_feed_and_imports_through_pgbouncer(
                 n += 2
             return n
 
-        reports = await asyncio.gather(import_batch("a"), import_batch("b"), checks())
-        assert [r["status"] for r in reports[:2]] == ["committed", "committed"]  # type: ignore[index]
+        first, second, n = await asyncio.gather(import_batch("a"), import_batch("b"), checks())
+        assert (first["status"], second["status"], n) == ("committed", "committed", 100)
         # Twice more on the same PgBouncer server connections: no statement left behind.
         assert (await import_batch("c"))["status"] == "committed"
         listed = await c2.get("/v1/grants", params={"limit": 5}, headers=two.admin)
