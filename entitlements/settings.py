@@ -196,12 +196,20 @@ class Settings(BaseSettings):
         "keepalive_timeout",
         "upload_stall_timeout",
         "import_lock_wait",
-        "replica_probe_interval",
         mode="before",
     )
     @classmethod
     def _durations(cls, value: Any) -> float:
         return parse_duration(value)
+
+    @field_validator("replica_probe_interval", mode="before")
+    @classmethod
+    def _seconds(cls, value: Any) -> float:
+        # Sub-second: plain seconds ("0.5") as well as durations ("1s").
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return parse_duration(value)
 
     @field_validator("changes_retention", mode="before")
     @classmethod
