@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from pgbouncer_server import PgBouncer
@@ -24,6 +25,7 @@ from entitlements.store.postgres import PostgresStore
 pytestmark = pytest.mark.servers
 
 IMPORTER = ("entitlements:import",)
+DDEX = Path(__file__).parent / "ddex"
 NDJSON_TYPE = {"Content-Type": "application/x-ndjson"}
 
 
@@ -104,6 +106,25 @@ async def test_checks_writes_feed_and_imports_through_pgbouncer(
         assert (await import_batch("c"))["status"] == "committed"
         listed = await c2.get("/v1/grants", params={"limit": 5}, headers=two.admin)
         assert listed.status_code == 200, listed.text
+
+
+async def test_a_ddex_import_through_pgbouncer(
+    clean: PostgresStore, pg_dsn: str, bouncer: PgBouncer
+) -> None:
+    """DDEX: TEMP staging tables (ON COMMIT DROP) and its own statements, twice on the
+    same server connections."""
+    body = (DDEX / "ern43_album.xml").read_bytes()
+    async with running(pooled_settings(bouncer, pg_dsn)) as (client, state):
+        api = Api(client, state)
+        headers = api.headers(api.token("ops", scopes=IMPORTER)) | {
+            "Content-Type": "application/xml"
+        }
+        for inserted in (4, 0):  # the second time: nothing new, nothing left behind
+            response = await client.post("/v1/imports", content=body, headers=headers)
+            assert response.status_code == 200, response.text
+            report = response.json()
+            assert report["status"] == "committed"
+            assert report["counts"]["inserted"] == inserted
 
 
 async def test_without_a_listen_url_the_feed_is_polled(

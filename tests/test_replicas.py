@@ -124,6 +124,14 @@ async def test_a_replica_lagging_beyond_the_bound_is_not_read(
     for _ in range(20):
         # Every answer shows the write the replica has not applied: none came from it.
         assert (await api.check(token, **question(track)))["allowed"] is True
+    # Listings too: the new grant is listed, so the candidates came from the primary.
+    listing = await api.client.get(
+        "/v1/entitlements",
+        params={"action": "stream", "territory": "GB"},
+        headers=api.headers(token),
+    )
+    assert listing.status_code == 200, listing.text
+    assert [item["resource"] for item in listing.json()["items"]] == [track]
     assert replica(api).reads_served == served
     body = await readyz(api)
     assert body["replicas"][0]["lag_seconds"] > STALENESS
