@@ -93,7 +93,13 @@ async def test_min_revision_is_answered_by_the_primary_while_replay_is_paused(
     for _ in range(5):
         decision = await api.check(token, **question(track, min_revision=revision))
         assert decision["allowed"] is True and decision["revision"] >= revision
-    assert replica(api).reads_served == served  # none of them read the paused replica
+    if api.state.settings.cache_size == 0:
+        assert replica(api).reads_served == served  # none of them read the paused replica
+    else:
+        # The cache may read the replica (it is within the bound): the track's view,
+        # which the write did not change, is kept; the user's grants, which it did,
+        # are found behind the change index and read again from the primary. Once.
+        assert replica(api).reads_served - served <= 2
 
     await pg_replication.resume_replay()
     other = f"track:{uuid.uuid4().hex[:8]}"  # not cached anywhere yet
@@ -193,3 +199,22 @@ async def _served_some(api: Api) -> bool:
 
 async def _more(answers: dict[str, int], n: int) -> bool:
     return answers["right"] >= n
+
+
+@pytest.mark.parametrize("api", [1000], indirect=True, ids=["cached"])
+async def test_cache_fills_read_the_replica_while_writes_go_on(
+    api: Api, pg_replication: PostgresReplication
+) -> None:
+    """A write elsewhere does not send cache fills to the primary: what the replica
+    returns is validated against the change index, key by key."""
+    user, track = f"u{uuid.uuid4().hex[:8]}", f"track:{uuid.uuid4().hex[:8]}"
+    await grant(api, user, track)
+    await pg_replication.wait_caught_up()
+    token = api.token(user)
+    for _ in range(5):
+        await grant(api, f"other{uuid.uuid4().hex[:6]}", f"track:{uuid.uuid4().hex[:8]}")
+        before = replica(api).reads_served
+        fresh_track = f"track:{uuid.uuid4().hex[:8]}"  # never cached
+        assert (await api.check(token, **question(fresh_track)))["allowed"] is False
+        assert replica(api).reads_served > before
+    assert (await api.check(token, **question(track)))["allowed"] is True

@@ -139,16 +139,14 @@ class CachedGrantSource:
         rest = [k for k in keys if k not in found]
         fresh: dict[str, CheckData] = {}
         if rest:
-            # What is read now is used at once, unvalidated: it must hold every change the
-            # index has applied (a read replica behind the index is not read).
-            applied = self.index.revision
             try:
-                if kind == RESOURCE:
-                    _, fresh = await self.store.load_checks(rest, None, min_revision=applied)
-                else:
-                    fresh = {
-                        k: await self.store.load_user_grants(k, min_revision=applied) for k in rest
-                    }
+                # Any snapshot within the bound (a read replica may be a little behind the
+                # index), then validated like an L2 entry: what changed after the snapshot
+                # is read again where every change the index has applied is visible.
+                fresh = await self._read(kind, rest, None)
+                behind = [k for k, data in fresh.items() if not self.index.valid(kind, k, data)]
+                if behind:
+                    fresh.update(await self._read(kind, behind, self.index.revision))
             except StoreUnavailableError:
                 metrics.BACKEND_ERRORS.labels("postgres", "load").inc()
                 raise
@@ -158,3 +156,11 @@ class CachedGrantSource:
         for key, data in (found | fresh).items():
             self.local.put(kind, key, data)
         return found | fresh
+
+    async def _read(
+        self, kind: str, keys: list[str], min_revision: int | None
+    ) -> dict[str, CheckData]:
+        if kind == RESOURCE:
+            _, views = await self.store.load_checks(keys, None, min_revision=min_revision)
+            return views
+        return {k: await self.store.load_user_grants(k, min_revision=min_revision) for k in keys}

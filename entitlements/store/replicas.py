@@ -10,8 +10,10 @@ it is *fresh as of* that moment. The rules, for every read:
 
 - a replica is read only while it is fresh as of no more than ``staleness`` seconds
   ago (the same bound the caches keep) and, for a read that needs a revision
-  (``min_revision``, or a cache fill at the revision its process has applied), only
-  when it was seen to hold that revision;
+  (``min_revision``), only when it was seen to hold that revision; a cache fill
+  asks for none and validates what it gets against its change index key by key,
+  asking again with the revision it has applied for the keys changed since the
+  snapshot (``cache.source``);
 - the revision of what a replica returned is checked against what was needed (a
   replica rebuilt behind our back is caught here), and a failed or short read is
   retried on the primary at once;
