@@ -190,9 +190,7 @@ class ImportService:
                 await self._abandon(session, run, exc)
                 raise
 
-    async def _transaction(
-        self, session: ImportSession, run: ImportRun, body: Body
-    ) -> ImportReport:
+    async def _transaction(self, session: ImportSession, run: ImportRun, body: Body) -> ImportReport:
         report, c = run.report, run.report.counts
         try:
             await self._begin(session, run)
