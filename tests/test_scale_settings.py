@@ -37,10 +37,12 @@ def test_replica_urls_are_a_json_list_in_the_environment(monkeypatch: pytest.Mon
     assert settings.replica_probe_interval == 0.25
 
 
-def test_the_probe_interval_takes_seconds_or_a_duration() -> None:
-    assert Settings(replica_probe_interval="2s").replica_probe_interval == 2.0
+def test_the_probe_interval_takes_seconds_or_a_duration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENTITLEMENTS_REPLICA_PROBE_INTERVAL", "2s")
+    assert Settings().replica_probe_interval == 2.0
+    monkeypatch.setenv("ENTITLEMENTS_REPLICA_PROBE_INTERVAL", "soon")
     with pytest.raises(ValueError):
-        Settings(replica_probe_interval="soon")
+        Settings()
 
 
 def test_a_probe_slower_than_half_the_bound_is_refused() -> None:
