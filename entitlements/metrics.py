@@ -12,6 +12,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -50,6 +51,27 @@ DECISION_LOG_DROPPED = Counter(
     "entitlements_decision_log_dropped_total",
     "Decision-log lines dropped because the log's queue was full (or its target failed);"
     " alert on any increase: a dispute needs every decision",
+)
+
+# --- read replicas (issue 16) ---
+REPLICA_UP = Gauge(
+    "entitlements_replica_up",
+    "1 while a read replica answers the probe, 0 while it is skipped as down",
+    ["replica"],
+    multiprocess_mode="min",
+)
+REPLICA_LAG = Gauge(
+    "entitlements_replica_lag_seconds",
+    "Seconds since the replica was last seen holding every write (-1: down); above the"
+    " staleness bound it is skipped",
+    ["replica"],
+    multiprocess_mode="max",
+)
+READ_TARGET = Counter(
+    "entitlements_check_reads_total",
+    "Check and listing reads by where they went (replica, primary, or primary after a"
+    " replica failed or was found behind)",
+    ["target"],
 )
 
 

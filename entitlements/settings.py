@@ -187,6 +187,38 @@ class Settings(BaseSettings):
         le=1.0,
         description="the share of allows written (denies are always written)",
     )
+    # --- past one machine: a pooler, read replicas, one feed per host, Redis Cluster (issue 16) ---
+    database_listen_url: str | None = Field(
+        default=None,
+        description="a direct Postgres DSN for LISTEN when database_url is a pooler; unset with"
+        " a pooler: the change feed is polled (every staleness/2 at most)",
+    )
+    database_pooler: Literal["none", "pgbouncer"] = Field(
+        default="none",
+        description="what database_url points at: 'pgbouncer' (transaction pooling: no named"
+        " prepared statements, LISTEN on database_listen_url) or 'none' (Postgres itself)",
+    )
+    database_replica_urls: tuple[str, ...] = Field(
+        default=(),
+        max_length=16,
+        description="JSON list of streaming-replica DSNs that checks and listings may read",
+    )
+    feed_share: bool = Field(
+        default=True,
+        description="'entitlements serve --workers N>1' shares one change-feed follower among"
+        " its workers (false: each worker LISTENs and polls on its own)",
+    )
+    feed_socket: Path | None = Field(
+        default=None,
+        description="a Unix socket through which the workers of one host share one change-feed"
+        " follower; unset: 'entitlements serve --workers N>1' picks a private one",
+    )
+    redis_cluster: bool = Field(
+        default=False, description="redis_url is a seed node of a Redis/Valkey Cluster"
+    )
+    replica_probe_interval: float = Field(
+        default=0.5, gt=0, le=60, description="how often each replica's applied revision is read"
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
@@ -207,6 +239,15 @@ class Settings(BaseSettings):
     @classmethod
     def _durations(cls, value: Any) -> float:
         return parse_duration(value)
+
+    @field_validator("replica_probe_interval", mode="before")
+    @classmethod
+    def _seconds(cls, value: Any) -> float:
+        # Sub-second: plain seconds ("0.5") as well as durations ("1s").
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return parse_duration(value)
 
     @field_validator("changes_retention", mode="before")
     @classmethod
@@ -243,6 +284,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 "changes_retention must be 0 (keep forever) or at least"
                 " exchange_max_lifetime, so a revocation outlives the token it revokes"
+            )
+        if self.database_pooler != "none" and not self.database_url:
+            raise ValueError("database_pooler needs database_url (the pooler's DSN)")
+        if self.database_replica_urls and self.replica_probe_interval * 2 > self.staleness:
+            raise ValueError(
+                "replica_probe_interval must be at most half of staleness: a replica is read"
+                " only while it is known to be within the bound"
             )
         if self.issuer in {t.issuer for t in self.trusted_issuers}:
             raise ValueError("a trusted issuer cannot share the service's own issuer name")

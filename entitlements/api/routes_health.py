@@ -47,9 +47,25 @@ async def healthz() -> Response:
                     "properties": {
                         "status": {"const": "ready"},
                         "revision": {"type": "integer", "minimum": 0},
+                        "replicas": {
+                            "type": "array",
+                            "description": "each read replica (ENTITLEMENTS_DATABASE_REPLICA_URLS):"
+                            " 'ok' (read), 'behind' (beyond the staleness bound: skipped) or"
+                            " 'down' (skipped); absent without replicas",
+                            "items": {
+                                "type": "object",
+                                "required": ["replica", "status", "revision"],
+                                "properties": {
+                                    "replica": {"type": "string"},
+                                    "status": {"enum": ["ok", "behind", "down"]},
+                                    "revision": {"type": "integer", "minimum": 0},
+                                    "lag_seconds": {"type": "number", "minimum": 0},
+                                },
+                            },
+                        },
                     },
                 },
-                "ready: the current revision",
+                "ready: the current revision (the primary answers; replicas may not)",
             )
         },
         503,
@@ -67,9 +83,11 @@ async def readyz(request: Request) -> Response:
             "Postgres is not answering",
             headers={"Retry-After": "2"},
         )
-    return Response(
-        orjson.dumps({"status": "ready", "revision": revision}), media_type="application/json"
-    )
+    body: dict[str, object] = {"status": "ready", "revision": revision}
+    replicas = request.state.ent.replicas
+    if replicas is not None:
+        body["replicas"] = replicas.report()
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 @router.get(

@@ -29,6 +29,7 @@ from entitlements.service.admin import AdminService
 from entitlements.service.changes import ChangeFeedService
 from entitlements.service.checks import CheckService, GrantSource, StoreGrantSource
 from entitlements.service.imports import ImportLimits, ImportService
+from entitlements.service.ports import CheckReads
 from entitlements.service.tokens import TokenService
 from entitlements.settings import Settings
 from entitlements.store.follower import ChangeFollower
@@ -36,11 +37,15 @@ from entitlements.store.imports import PostgresImportStore
 from entitlements.store.keys import PostgresKeyStore
 from entitlements.store.postgres import GRAPH_CHECK_TASK, PostgresStore, warn_if_graph_too_deep
 from entitlements.store.pruner import ChangePruner
+from entitlements.store.replicas import ReplicaRouter
 from entitlements.store.tokens import PostgresTokenStore
 from entitlements_client import IssuerConfig, KeySet, TokenVerifier
 from entitlements_client.issuers import ALL_SCOPES
 
 log = logging.getLogger("entitlements")
+
+APPLICATION_NAME = "entitlements"
+"""The ``application_name`` of the API's pool connections (``pg_stat_activity``)."""
 
 REPLAY_REVISIONS = 10_000
 """How much of the change log a starting worker replays (older Redis entries are distrusted)."""
@@ -64,6 +69,7 @@ class AppState:
     index: ChangeIndex
     source: GrantSource
     redis: RedisGrantCache | None
+    replicas: ReplicaRouter | None = None
 
 
 def warn_about_default_prefixes(settings: Settings) -> None:
@@ -131,7 +137,7 @@ def build_verifiers(settings: Settings, own_keys: KeySet, tokens: TokenService) 
 
 
 def grant_source(
-    settings: Settings, store: PostgresStore, index: ChangeIndex, redis: RedisGrantCache | None
+    settings: Settings, store: CheckReads, index: ChangeIndex, redis: RedisGrantCache | None
 ) -> GrantSource:
     """Where checks read grants: L1 → L2 (Redis, if configured) → Postgres, or Postgres
     alone when the cache is off (``ENTITLEMENTS_CACHE_SIZE=0``)."""
@@ -146,12 +152,46 @@ def grant_source(
     )
 
 
+def listen_dsn(settings: Settings) -> str | None:
+    """Where the change follower LISTENs: the direct DSN when ``database_url`` is a
+    pooler (None without one: the follower polls), else ``database_url`` itself."""
+    if settings.database_listen_url:
+        return settings.database_listen_url
+    if settings.database_pooler != "none":
+        log.warning(
+            "ENTITLEMENTS_DATABASE_POOLER=%s without ENTITLEMENTS_DATABASE_LISTEN_URL: LISTEN"
+            " cannot work through a transaction pooler, so the change feed is polled",
+            settings.database_pooler,
+        )
+        return None
+    return settings.database_url
+
+
+async def replica_router(settings: Settings, store: PostgresStore) -> ReplicaRouter | None:
+    """Checks and listings over the read replicas, if any are configured (started: each
+    replica probed once; one that is down now is skipped until it answers)."""
+    if not settings.database_replica_urls:
+        return None
+    router = ReplicaRouter(
+        store,
+        settings.database_replica_urls,
+        staleness=settings.staleness,
+        probe_interval=settings.replica_probe_interval,
+        pool_max_size=settings.pool_max_size,
+        timeout=settings.db_timeout,
+        pooled=settings.database_pooler != "none",
+    )
+    await router.start()
+    return router
+
+
 def redis_cache(settings: Settings) -> RedisGrantCache | None:
     if not settings.redis_url:
         return None
     return RedisGrantCache.from_url(
         settings.redis_url,
         timeout=settings.redis_timeout,
+        cluster=settings.redis_cluster,
         prefix=settings.redis_prefix,
         on_error=lambda op: metrics.BACKEND_ERRORS.labels("redis", op).inc(),
     )
@@ -167,12 +207,15 @@ async def running(
     if settings.database_url is None:
         raise ValueError("running() needs settings.database_url")
     dsn = settings.database_url
+    pooled = settings.database_pooler != "none"
     async with AsyncExitStack() as stack:
         store = await PostgresStore.open(
             dsn,
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
             timeout=settings.db_timeout,
+            pooled=pooled,
+            application_name=APPLICATION_NAME,
         )
         stack.push_async_callback(store.close)
         keyset = KeySet(jwks={"keys": []})
@@ -189,10 +232,18 @@ async def running(
         redis = redis_cache(settings)
         if redis is not None:
             stack.push_async_callback(redis.close)
+        replicas = await replica_router(settings, store)
+        if replicas is not None:
+            stack.push_async_callback(replicas.close)
+        reads: CheckReads = replicas if replicas is not None else store
         index = ChangeIndex()
-        source = grant_source(settings, store, index, redis)
+        source = grant_source(settings, reads, index, redis)
         follower = ChangeFollower(
-            store, dsn, poll_interval=min(1.0, settings.staleness / 2), on_keys=tokens.reload_keys
+            store,
+            listen_dsn(settings),
+            poll_interval=min(1.0, settings.staleness / 2),
+            on_keys=tokens.reload_keys,
+            share=settings.feed_socket,
         )
 
         async def apply_changes(changes: Sequence[Change], revision: int) -> None:
@@ -210,11 +261,11 @@ async def running(
         stack.push_async_callback(follower.stop)
         await follower.follow_from(floor)
         if tracer is None:
-            checks = CheckService(source, store)
+            checks = CheckService(source, reads)
         else:
             from entitlements.tracing import TracedCheckService
 
-            checks = TracedCheckService(source, store, tracer)
+            checks = TracedCheckService(source, reads, tracer)
         decisions = decision_log(
             settings.decision_log,
             sample_allows=settings.decision_log_sample_allows,
@@ -234,7 +285,7 @@ async def running(
             feed=ChangeFeedService(store, follower),
             tokens=tokens,
             imports=ImportService(
-                PostgresImportStore(store.pool, dsn=dsn),
+                PostgresImportStore(store.pool, dsn=dsn, pooled=pooled),
                 ImportLimits(lock_timeout=settings.import_lock_wait),
                 ddex_mapping=ddex_mapping,
             ),
@@ -243,6 +294,7 @@ async def running(
             index=index,
             source=source,
             redis=redis,
+            replicas=replicas,
         )
         # Everything built so far lives as long as the process: move it out of the
         # garbage collector's view, so full collections (~57 ms with a warm app) do

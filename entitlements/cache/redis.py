@@ -4,6 +4,16 @@ Redis is an optimisation, never a dependency: every failure (down, slow,
 flapping, full) is swallowed here and the caller falls through to Postgres.
 Timeouts are short, and after a few failures in a row the breaker stops
 trying for a while so a dead Redis costs nothing per request.
+
+Redis Cluster / Valkey cluster (``ENTITLEMENTS_REDIS_CLUSTER=true``, a seed node in
+``ENTITLEMENTS_REDIS_URL``): redis-py's ``RedisCluster`` finds the slot map from
+the seed and follows MOVED/ASK and failovers. Keys carry no hash tag, so they
+spread over every master; a multi-key read is one MGET per slot, sent as one
+pipeline per node (``mget_nonatomic``), and writes are a non-transactional
+pipeline split by node the same way. No pub/sub is used (invalidation comes from
+the Postgres change feed), so nothing here needs a cluster-wide channel. While a
+master fails over, the calls for its slots fail: they are misses, and the checks
+read Postgres.
 """
 
 from __future__ import annotations
@@ -14,7 +24,8 @@ from typing import Any, Final
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from entitlements.domain.decision import CheckData
 from entitlements.domain.grant import GRANT_LAYOUT, grant_from_cache, grant_to_cache
@@ -56,6 +67,10 @@ def loads(raw: bytes | str) -> CheckData:
     )
 
 
+FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
+"""Whatever a Redis (or Redis Cluster) call may raise: each is a miss, never an error."""
+
+
 class RedisGrantCache:
     """Grant sets in Redis under ``{prefix}{FORMAT}:{kind}:{key}``, with a TTL as a backstop.
 
@@ -65,7 +80,7 @@ class RedisGrantCache:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | RedisCluster,
         *,
         prefix: str = "ent:",
         ttl: int = 3600,
@@ -79,7 +94,21 @@ class RedisGrantCache:
         self.on_error = on_error
 
     @classmethod
-    def from_url(cls, url: str, *, timeout: float = 0.05, **kwargs: Any) -> RedisGrantCache:
+    def from_url(
+        cls, url: str, *, timeout: float = 0.05, cluster: bool = False, **kwargs: Any
+    ) -> RedisGrantCache:
+        if cluster:
+            return cls(
+                RedisCluster.from_url(
+                    url,
+                    socket_timeout=timeout,
+                    socket_connect_timeout=timeout,
+                    # Slots of a failed master miss; the others keep serving.
+                    require_full_coverage=False,
+                    health_check_interval=0,
+                ),
+                **kwargs,
+            )
         client = aioredis.Redis.from_url(
             url,
             socket_timeout=timeout,
@@ -104,9 +133,13 @@ class RedisGrantCache:
     async def get_many(self, kind: str, keys: Sequence[str]) -> list[CheckData | None]:
         if not keys or not self.breaker.allow():
             return [None] * len(keys)
+        names = [self._key(kind, k) for k in keys]
         try:
-            raws = await self.client.mget([self._key(kind, k) for k in keys])
-        except (RedisError, OSError, TimeoutError) as exc:
+            if isinstance(self.client, RedisCluster):
+                raws = await self.client.mget_nonatomic(names)
+            else:
+                raws = await self.client.mget(names)
+        except FAILURES as exc:
             self._failed("get", exc)
             return [None] * len(keys)
         self.breaker.success()
@@ -126,7 +159,7 @@ class RedisGrantCache:
                 for key, data in items:
                     pipe.set(self._key(kind, key), dumps(data), ex=self.ttl)
                 await pipe.execute()
-        except (RedisError, OSError, TimeoutError) as exc:
+        except FAILURES as exc:
             self._failed("set", exc)
             return
         self.breaker.success()
@@ -134,5 +167,5 @@ class RedisGrantCache:
     async def ping(self) -> bool:
         try:
             return bool(await self.client.ping())
-        except (RedisError, OSError, TimeoutError):
+        except FAILURES:
             return False

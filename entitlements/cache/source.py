@@ -144,10 +144,13 @@ class CachedGrantSource:
         if rest:
             mark_store_read()
             try:
-                if kind == RESOURCE:
-                    _, fresh = await self.store.load_checks(rest, None)
-                else:
-                    fresh = {k: await self.store.load_user_grants(k) for k in rest}
+                # Any snapshot within the bound (a read replica may be a little behind the
+                # index), then validated like an L2 entry: what changed after the snapshot
+                # is read again where every change the index has applied is visible.
+                fresh = await self._read(kind, rest, None)
+                behind = [k for k, data in fresh.items() if not self.index.valid(kind, k, data)]
+                if behind:
+                    fresh.update(await self._read(kind, behind, self.index.revision))
             except StoreUnavailableError:
                 metrics.BACKEND_ERRORS.labels("postgres", "load").inc()
                 raise
@@ -157,3 +160,11 @@ class CachedGrantSource:
         for key, data in (found | fresh).items():
             self.local.put(kind, key, data)
         return found | fresh
+
+    async def _read(
+        self, kind: str, keys: list[str], min_revision: int | None
+    ) -> dict[str, CheckData]:
+        if kind == RESOURCE:
+            _, views = await self.store.load_checks(keys, None, min_revision=min_revision)
+            return views
+        return {k: await self.store.load_user_grants(k, min_revision=min_revision) for k in keys}

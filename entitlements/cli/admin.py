@@ -35,7 +35,12 @@ def token_service(settings: Settings, store: PostgresStore) -> TokenService:
 async def opened(settings: Settings) -> AsyncIterator[tuple[PostgresStore, TokenService]]:
     """The database (a small pool, for one command) and the token service on it."""
     assert settings.database_url is not None
-    store = await PostgresStore.open(settings.database_url, min_size=1, max_size=2)
+    store = await PostgresStore.open(
+        settings.database_url,
+        min_size=1,
+        max_size=2,
+        pooled=settings.database_pooler != "none",
+    )
     try:
         yield store, token_service(settings, store)
     finally:

@@ -214,12 +214,17 @@ async def _import_ddex(
     from entitlements.store.postgres import PostgresStore
 
     assert settings.database_url is not None
+    pooled = settings.database_pooler != "none"
     store = await PostgresStore.open(
-        settings.database_url, min_size=1, max_size=2, timeout=settings.db_timeout
+        settings.database_url,
+        min_size=1,
+        max_size=2,
+        timeout=settings.db_timeout,
+        pooled=pooled,
     )
     try:
         limits = ImportLimits(lock_timeout=settings.import_lock_wait)
-        imports = PostgresImportStore(store.pool, dsn=settings.database_url)
+        imports = PostgresImportStore(store.pool, dsn=settings.database_url, pooled=pooled)
         service = ImportService(imports, limits, ddex_mapping=mapping)
         sources = [MessageSource(f.name, path=f, size=f.stat().st_size) for f in files]
         return await service.run_ddex(sources, options, progress=show)
@@ -241,8 +246,13 @@ async def _import(
     from entitlements.store.postgres import PostgresStore
 
     assert settings.database_url is not None
+    pooled = settings.database_pooler != "none"
     store = await PostgresStore.open(
-        settings.database_url, min_size=1, max_size=2, timeout=settings.db_timeout
+        settings.database_url,
+        min_size=1,
+        max_size=2,
+        timeout=settings.db_timeout,
+        pooled=pooled,
     )
     # The reader thread holds the GIL for 5 ms at a time by default; the writer then
     # waits that long to hand Postgres its next batch. A shorter interval keeps the
@@ -252,7 +262,7 @@ async def _import(
     sys.setswitchinterval(IMPORT_SWITCH_INTERVAL)
     try:
         limits = ImportLimits(read_processes=processes, lock_timeout=settings.import_lock_wait)
-        imports = PostgresImportStore(store.pool, dsn=settings.database_url)
+        imports = PostgresImportStore(store.pool, dsn=settings.database_url, pooled=pooled)
         service = ImportService(imports, limits)
         return await service.run(read_file(str(file)), options, progress=show, size_hint=size)
     finally:

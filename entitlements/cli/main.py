@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -31,6 +32,17 @@ app.add_typer(token_app, name="token")
 app.add_typer(keys_app, name="keys")
 
 
+def default_feed_socket(settings: Settings) -> Path:
+    """Where the workers of ``entitlements serve`` share the change feed: a directory
+    private to this user, one socket per database (and port: two services apart)."""
+    import hashlib
+    import tempfile
+
+    key = f"{settings.database_url}|{settings.database_listen_url}|{settings.port}"
+    name = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"entitlements-{os.getuid()}" / f"feed-{name}.sock"
+
+
 def serve_app(settings: Settings, *, host: str, port: int, workers: int) -> None:
     import uvicorn
 
@@ -40,6 +52,10 @@ def serve_app(settings: Settings, *, host: str, port: int, workers: int) -> None
         import tempfile
 
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="entitlements-metrics-")
+
+    if workers > 1 and settings.feed_share and settings.feed_socket is None:
+        # One change-feed follower for all of them (entitlements.store.feed_share).
+        os.environ["ENTITLEMENTS_FEED_SOCKET"] = str(default_feed_socket(settings))
 
     from entitlements.api.header_deadline import http_protocol
 

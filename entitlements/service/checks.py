@@ -212,7 +212,7 @@ class StoreGrantSource:
         self, resource: str, user: str, subjects: frozenset[str], min_revision: int | None
     ) -> CheckData:
         mark_store_read()
-        data = await self.store.load_check(resource, sorted(subjects))
+        data = await self.store.load_check(resource, sorted(subjects), min_revision=min_revision)
         ensure_fresh(data.revision, min_revision)
         return data
 
@@ -224,7 +224,9 @@ class StoreGrantSource:
         min_revision: int | None,
     ) -> dict[str, CheckData]:
         mark_store_read()
-        revision, data = await self.store.load_checks(resources, sorted(subjects))
+        revision, data = await self.store.load_checks(
+            resources, sorted(subjects), min_revision=min_revision
+        )
         ensure_fresh(revision, min_revision)
         return data
 

@@ -42,18 +42,29 @@ from entitlements.store.results import AuditEntry, ChangePage, WriteResult
 
 
 class CheckReads(Protocol):
-    """The reads behind checks and listings, each one snapshot with its revision."""
+    """The reads behind checks and listings, each one snapshot with its revision.
 
-    async def load_check(self, resource: str, subjects: Sequence[str]) -> CheckData:
+    ``min_revision``: the snapshot must hold at least this revision (a store with read
+    replicas reads one that has applied it, else the primary; the primary always has
+    it, or the revision names no write and the caller refuses it).
+    """
+
+    async def load_check(
+        self, resource: str, subjects: Sequence[str], *, min_revision: int | None = None
+    ) -> CheckData:
         """The resource's ancestors and every grant on them for these subjects."""
 
     async def load_checks(
-        self, resources: Sequence[str], subjects: Sequence[str] | None
+        self,
+        resources: Sequence[str],
+        subjects: Sequence[str] | None,
+        *,
+        min_revision: int | None = None,
     ) -> tuple[int, dict[str, CheckData]]:
         """``load_check`` for many resources at once; ``subjects=None``: every grant
         that is not one user's (the resource views the cache keeps)."""
 
-    async def load_user_grants(self, user_id: str) -> CheckData:
+    async def load_user_grants(self, user_id: str, *, min_revision: int | None = None) -> CheckData:
         """Every grant whose subject is this one user."""
 
     async def listing_candidates(

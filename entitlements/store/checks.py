@@ -122,8 +122,11 @@ class PostgresCheckReads(OnPool):
     _CHECK_SQL: Final = _CHECK_SQL
     _VIEW_SQL: Final = _VIEW_SQL
 
-    async def load_check(self, resource: str, subjects: Sequence[str]) -> CheckData:
-        """The resource's ancestors and every grant on them for these subjects, in one snapshot."""
+    async def load_check(
+        self, resource: str, subjects: Sequence[str], *, min_revision: int | None = None
+    ) -> CheckData:
+        """The resource's ancestors and every grant on them for these subjects, in one snapshot
+        (``min_revision``: the primary holds every revision there is)."""
         async with translate_errors():
             rows = await self.pool.fetch(self._CHECK_SQL, [resource], list(subjects))
         return _check_data(rows)
@@ -138,14 +141,18 @@ class PostgresCheckReads(OnPool):
             rows = await self.pool.fetch(self._VIEW_SQL, [resource])
         return _check_data(rows)
 
-    async def load_user_grants(self, user_id: str) -> CheckData:
+    async def load_user_grants(self, user_id: str, *, min_revision: int | None = None) -> CheckData:
         """Every grant whose subject is this one user (purchases, personal deals)."""
         async with translate_errors():
             rows = await self.pool.fetch(_USER_GRANTS_SQL, f"user:{user_id}")
         return _check_data(rows)
 
     async def load_checks(
-        self, resources: Sequence[str], subjects: Sequence[str] | None
+        self,
+        resources: Sequence[str],
+        subjects: Sequence[str] | None,
+        *,
+        min_revision: int | None = None,
     ) -> tuple[int, dict[str, CheckData]]:
         """``load_check`` for many resources in one round trip (batch checks, listing).
 

@@ -32,7 +32,7 @@ from entitlements.errors import NotFoundError
 from entitlements.store.import_connection import ImportConnection
 from entitlements.store.import_writer import PostgresImportSession
 from entitlements.store.locks import IMPORT_LIVE_CLASS
-from entitlements.store.pool import OnPool, translate_errors
+from entitlements.store.pool import OnPool, connect, translate_errors
 
 _REAP_SQL: Final = f"""
 UPDATE imports SET status = 'failed', finished_at = now(),
@@ -70,9 +70,10 @@ class PostgresImportStore(OnPool):
     the transaction borrows a pool connection (the pool then needs two or more).
     """
 
-    def __init__(self, pool: asyncpg.Pool, *, dsn: str | None = None) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, dsn: str | None = None, pooled: bool = False) -> None:
         super().__init__(pool)
         self.dsn = dsn
+        self.pooled = pooled  # dsn is a transaction-mode pooler: no named statements
 
     async def report(self, import_id: str) -> dict[str, Any]:
         """The stored report of an import (a dead ``running`` one is marked failed first)."""
@@ -105,7 +106,11 @@ class PostgresImportStore(OnPool):
         """
         async with translate_errors():
             own = self.dsn is not None
-            conn = await (asyncpg.connect(self.dsn) if own else self.pool.acquire())
+            conn = await (
+                connect(self.dsn, pooled=self.pooled)
+                if self.dsn is not None
+                else self.pool.acquire()
+            )
             try:
                 db = ImportConnection(conn, timeout)
                 await db.execute("BEGIN")

@@ -55,9 +55,19 @@ class PostgresStore(PostgresCheckReads, PostgresCatalog, PostgresChangeLog, Post
         max_size: int = 10,
         timeout: float = 5.0,
         apply_schema: bool = True,
+        pooled: bool = False,
+        application_name: str | None = None,
     ) -> PostgresStore:
-        """Connect, and apply ``schema.sql`` (idempotent) unless told not to."""
-        pool = await open_pool(dsn, min_size=min_size, max_size=max_size, timeout=timeout)
+        """Connect, and apply ``schema.sql`` (idempotent) unless told not to (``pooled``:
+        ``dsn`` is a transaction-mode pooler, see ``store.pool``)."""
+        pool = await open_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            pooled=pooled,
+            application_name=application_name,
+        )
         store = cls(pool)
         if apply_schema:
             async with translate_errors():
