@@ -19,6 +19,7 @@ from entitlements.api import (
     routes_admin,
     routes_changes,
     routes_checks,
+    routes_gateway,
     routes_health,
     routes_imports,
     routes_tokens,
@@ -29,6 +30,7 @@ from entitlements.api.wiring import (
     REPLAY_REVISIONS,
     AppState,
     build_verifiers,
+    gateway_from,
     running,
     warn_about_default_prefixes,
 )
@@ -65,10 +67,12 @@ def create_app(settings: Settings) -> FastAPI:
 
     # A mapping file that cannot be read stops the start, naming the file and the key.
     ddex_mapping = mapping_for(settings.ddex_mapping)
+    # So does a bad gateway route table, proxy list or convention (issue 14).
+    gateway = gateway_from(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
-        async with running(settings, ddex_mapping=ddex_mapping) as state:
+        async with running(settings, ddex_mapping=ddex_mapping, gateway=gateway) as state:
             yield {"ent": state}
 
     app = EntitlementsApp(
@@ -82,6 +86,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodyStallMiddleware, seconds=settings.upload_stall_timeout)
     # The hot routes first: a request for them matches without trying the others.
     app.router.routes[0:0] = routes_checks.LEAN_ROUTES
+    app.router.routes[len(routes_checks.LEAN_ROUTES) : len(routes_checks.LEAN_ROUTES)] = [
+        *routes_gateway.GATEWAY_ROUTES
+    ]
     for module in (
         routes_checks,
         routes_admin,

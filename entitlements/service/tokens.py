@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, Final
 
 from entitlements.domain.model import parse_resource, parse_role, parse_user_id
 from entitlements.domain.values import parse_text, shown
@@ -24,7 +24,10 @@ from entitlements.keys.signing import SigningKey, jwks, mint
 from entitlements.service.ports import ExchangedTokenStore, KeyStore
 from entitlements_client import KeySet, VerifiedToken
 
-EXCHANGE_TYP = "exchange+jwt"
+EXCHANGE_TYP: Final = "exchange+jwt"
+"""The ``typ`` of the tokens token exchange mints (``service.access`` reads it from here)."""
+REQUEST_TOKEN_MAX_LIFETIME: Final = 60
+"""The longest a per-request (gateway) token lives, in seconds."""
 MAX_EXCHANGE_RESOURCES = 100
 MAX_AUDIENCE_LENGTH = 512
 MAX_TENANT_LENGTH = 256
@@ -193,6 +196,40 @@ class TokenService:
             roles=roles,
             scopes=scopes,
             tenant=tenant,
+        )
+        return token
+
+    def mint_for_request(
+        self,
+        caller: VerifiedToken,
+        *,
+        audience: str,
+        lifetime: float,
+        method: str,
+        path: str,
+        now: float | None = None,
+    ) -> str:
+        """A per-request token for the upstream behind the gateway: ``audience`` (the
+        upstream), at most 60 s, only the coarse claims (subject, roles, tenant; no
+        scopes, so it cannot be used against this service), and bound to the request it
+        was minted for (``method`` and raw ``path`` claims, which the SDK's verifier
+        checks when the upstream asks it to)."""
+        if not 0 < lifetime <= REQUEST_TOKEN_MAX_LIFETIME:
+            raise InvalidInputError(
+                FieldError(
+                    "lifetime", f"must be positive and at most {REQUEST_TOKEN_MAX_LIFETIME} s"
+                )
+            )
+        token, _ = mint(
+            self._signing_key(),
+            issuer=self.issuer,
+            audience=audience,
+            subject=caller.subject,
+            ttl=lifetime,
+            roles=caller.roles,
+            tenant=caller.tenant,
+            extra={"method": method, "path": path},
+            now=now,
         )
         return token
 
