@@ -17,6 +17,7 @@ from entitlements.api import (
     openapi,
     problems,
     routes_admin,
+    routes_authzen,
     routes_changes,
     routes_checks,
     routes_gateway,
@@ -87,7 +88,8 @@ def create_app(settings: Settings) -> FastAPI:
     # The hot routes first: a request for them matches without trying the others.
     app.router.routes[0:0] = routes_checks.LEAN_ROUTES
     app.router.routes[len(routes_checks.LEAN_ROUTES) : len(routes_checks.LEAN_ROUTES)] = [
-        *routes_gateway.GATEWAY_ROUTES
+        *routes_gateway.GATEWAY_ROUTES,
+        *routes_authzen.AUTHZEN_ROUTES,
     ]
     for module in (
         routes_checks,
