@@ -57,6 +57,7 @@ from entitlements_client.verify import (
     IssuerConfig,
     TokenVerifier,
     VerifiedToken,
+    check_binding,
     parse_duration,
 )
 
@@ -87,6 +88,7 @@ __all__ = [
     "Unavailable",
     "UnavailableError",
     "VerifiedToken",
+    "check_binding",
     "parse_duration",
     "parse_jwks",
     "service_issuer",
