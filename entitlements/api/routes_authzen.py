@@ -43,6 +43,12 @@ from entitlements.api.problems import error_response, problem
 from entitlements.domain.decision import Decision
 from entitlements.domain.grant import TERRITORY_CODES, TIME_SCHEMA
 from entitlements.domain.parsers import (
+    ACTION_PATTERN,
+    MAX_ROLES,
+    RESOURCE_PATTERN,
+    ROLE_PATTERN,
+    USER_PATTERN,
+    anchored,
     format_time,
     parse_action,
     parse_resource,
@@ -75,7 +81,10 @@ DISCOVERY_PATH: Final = "/.well-known/authzen-configuration"
 SEMANTICS: Final = ("execute_all", "deny_on_first_deny", "permit_on_first_permit")
 _PARTS: Final = ("subject", "resource", "action", "context")
 _REQUEST_ID_RE: Final = re.compile(r"[\x21-\x7e]{1,200}")
-_MAX_ROLES: Final = 64
+_MAX_ROLES: Final = MAX_ROLES
+RESOURCE_TYPE_PATTERN: Final = RESOURCE_PATTERN.split(":", 1)[0]
+RESOURCE_ID_PATTERN: Final = RESOURCE_PATTERN.split(":", 1)[1]
+_TYPE_RE: Final = re.compile(RESOURCE_TYPE_PATTERN)
 _NO_SECONDS_RE: Final = re.compile(r"^(\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2})([Zz]|[+-]\d{2}:\d{2})$")
 
 
@@ -136,6 +145,8 @@ def read_evaluation(body: Mapping[str, Any], prefix: str = "") -> Question:
         if raw_id is not None:
             user = _parsed(parse_user_id, raw_id, f"{where}.id", errors)
         properties = subject.get("properties")
+        if properties is not None and not isinstance(properties, dict):
+            errors.append(FieldError(f"{where}.properties", "must be an object"))
         if isinstance(properties, dict) and properties.get("roles") is not None:
             raw_roles = properties["roles"]
             where_roles = f"{where}.properties.roles"
@@ -254,6 +265,8 @@ async def evaluation(request: Request) -> Response:
 
 def _semantic(body: Mapping[str, Any]) -> str:
     options = body.get("options")
+    if options is not None and not isinstance(options, dict):
+        raise InvalidInputError(FieldError("options", "must be an object"))
     if isinstance(options, dict):
         value = options.get("evaluations_semantic")
         if value is not None and value not in SEMANTICS:
@@ -273,6 +286,7 @@ async def evaluations(request: Request) -> Response:
         items = body.get("evaluations")
         if items is not None and not isinstance(items, list):
             raise InvalidInputError(FieldError("evaluations", "must be a list"))
+        semantic = _semantic(body)
         if not items:
             # The spec: no (or an empty) evaluations array is a single evaluation.
             decision = await ent.access.check(caller, read_evaluation(body))
@@ -281,7 +295,6 @@ async def evaluations(request: Request) -> Response:
             raise InvalidInputError(
                 FieldError("evaluations", f"at most {MAX_BATCH} evaluations per request")
             )
-        semantic = _semantic(body)
         defaults = {part: body[part] for part in _PARTS if body.get(part) is not None}
         questions: list[Question] = []
         errors: list[FieldError] = []
@@ -348,8 +361,8 @@ async def search_resource(request: Request) -> Response:
         )
         if resource_obj is None and "resource" not in body:
             errors.append(FieldError("resource", "is required"))
-        context = body.get("context") if isinstance(body.get("context"), dict) else {}
-        page = body.get("page") if isinstance(body.get("page"), dict) else {}
+        context = _object(body["context"], "context", errors) if "context" in body else {}
+        page = _object(body["page"], "page", errors) if body.get("page") is not None else {}
         user = None
         if subject is not None:
             kind = _string(subject, "type", "subject", errors)
@@ -360,7 +373,7 @@ async def search_resource(request: Request) -> Response:
                 user = _parsed(parse_user_id, raw_id, "subject.id", errors)
         name = _string(action_obj, "name", "action", errors) if action_obj is not None else None
         kind = _string(resource_obj, "type", "resource", errors) if resource_obj else None
-        if kind is not None and not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", kind):
+        if kind is not None and not _TYPE_RE.fullmatch(kind):
             errors.append(FieldError("resource.type", "is not a resource type"))
         territory = context.get("territory") if context else None
         if territory is None:
@@ -423,23 +436,31 @@ async def discovery(request: Request) -> Response:
 
 # --- documentation ---------------------------------------------------------------------
 
+_TYPE: Final[dict[str, Any]] = {"type": "string", "pattern": anchored(RESOURCE_TYPE_PATTERN)}
 _ENTITY: Final[dict[str, Any]] = {
     "type": "object",
     "required": ["type", "id"],
-    "properties": {"type": {"type": "string"}, "id": {"type": "string"}},
+    "properties": {
+        "type": _TYPE,
+        "id": {"type": "string", "pattern": anchored(RESOURCE_ID_PATTERN)},
+    },
 }
 _SUBJECT: Final[dict[str, Any]] = {
     "type": "object",
     "required": ["type", "id"],
     "properties": {
         "type": {"const": "user"},
-        "id": {"type": "string", "description": "a user id as in a token's sub"},
+        "id": {
+            "type": "string",
+            "pattern": anchored(USER_PATTERN),
+            "description": "a user id as in a token's sub",
+        },
         "properties": {
-            "type": "object",
+            "type": ["object", "null"],
             "properties": {
                 "roles": {
-                    "type": "array",
-                    "items": {"type": "string"},
+                    "type": ["array", "null"],
+                    "items": {"type": "string", "pattern": anchored(ROLE_PATTERN)},
                     "maxItems": _MAX_ROLES,
                     "description": f"needs the scope {SCOPE_CHECK_ANY}",
                 }
@@ -450,15 +471,20 @@ _SUBJECT: Final[dict[str, Any]] = {
 _ACTION: Final[dict[str, Any]] = {
     "type": "object",
     "required": ["name"],
-    "properties": {"name": {"type": "string"}},
+    "properties": {"name": {"type": "string", "pattern": anchored(ACTION_PATTERN)}},
 }
 _CONTEXT: Final[dict[str, Any]] = {
     "type": "object",
     "required": ["territory"],
     "properties": {
         "territory": {"enum": TERRITORY_CODES},
-        "time": {**TIME_SCHEMA, "description": "default: now"},
-        "min_revision": {"type": "integer", "minimum": 0},
+        "time": {"anyOf": [TIME_SCHEMA, {"type": "null"}], "description": "default: now"},
+        "min_revision": {
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+                {"type": "null"},
+            ]
+        },
     },
 }
 _EVALUATION: Final[dict[str, Any]] = {
@@ -527,10 +553,14 @@ AUTHZEN_ROUTES: Final = [
                     "type": "object",
                     "properties": {
                         **_EVALUATION["properties"],
-                        "evaluations": {"type": "array", "maxItems": MAX_BATCH},
+                        "evaluations": {
+                            "type": ["array", "null"],
+                            "maxItems": MAX_BATCH,
+                            "items": {"type": "object"},
+                        },
                         "options": {
-                            "type": "object",
-                            "properties": {"evaluations_semantic": {"enum": list(SEMANTICS)}},
+                            "type": ["object", "null"],
+                            "properties": {"evaluations_semantic": {"enum": [*SEMANTICS, None]}},
                         },
                     },
                 }
@@ -566,10 +596,14 @@ AUTHZEN_ROUTES: Final = [
                     "properties": {
                         "subject": _SUBJECT,
                         "action": _ACTION,
-                        "resource": {"type": "object", "properties": {"type": {"type": "string"}}},
+                        "resource": {
+                            "type": "object",
+                            "required": ["type"],
+                            "properties": {"type": _TYPE},
+                        },
                         "context": _CONTEXT,
                         "page": {
-                            "type": "object",
+                            "type": ["object", "null"],
                             "properties": {
                                 "token": {"type": "string"},
                                 "limit": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},

@@ -191,7 +191,8 @@ class GatewayRoute(LeanRoute):
     appends the original path and keeps the original method)."""
 
     def __init__(self) -> None:
-        super().__init__(CHECK_PREFIX, gateway_check, methods=["GET", "POST"], operation=_OPERATION)
+        # Documented as GET (what nginx and Traefik send); served for any method.
+        super().__init__(CHECK_PREFIX, gateway_check, methods=["GET"], operation=_OPERATION)
         self.methods = None  # any method: the proxy's, whatever it is
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
@@ -218,6 +219,7 @@ _HEADER_DOCS: Final = {
 _PROBLEM_BODY: Final = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
 _OPERATION: Final = {
     "tags": ["gateway"],
+    "operationId": "gateway_check",
     "summary": "The decision for a request a trusted proxy is about to forward (nginx"
     " auth_request, Envoy ext_authz, Traefik forwardAuth)",
     "description": "Any method; every path below /v1/gateway/check too (Envoy appends the"
