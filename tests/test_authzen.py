@@ -159,7 +159,8 @@ async def test_permit_on_first_permit_past_the_first_batch(az: Api) -> None:
 async def test_no_evaluations_array_is_a_single_evaluation(az: Api) -> None:
     body = {k: v for k, v in SPEC_EVALUATIONS.items() if k not in {"evaluations", "options"}}
     body["resource"] = {"type": "document", "id": "boxcarring.md"}
-    for extra in ({}, {"evaluations": []}):
+    extras: list[dict[str, Any]] = [{}, {"evaluations": []}]
+    for extra in extras:
         r = await az.client.post("/access/v1/evaluations", json={**body, **extra}, headers=auth(az))
         assert r.status_code == 200, r.text
         assert r.json()["decision"] is True
@@ -197,7 +198,7 @@ async def test_bad_requests_are_400_naming_the_field(
 
 async def test_bad_batches(az: Api) -> None:
     base = {k: v for k, v in SPEC_EVALUATIONS.items() if k != "evaluations"}
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"evaluations": [{}] * 1001}, "evaluations"),
         ({"evaluations": [{"resource": {"type": "document"}}]}, "evaluations.0.resource.id"),
         ({"evaluations": ["x"]}, "evaluations.0"),

@@ -190,6 +190,7 @@ def read_evaluation(body: Mapping[str, Any], prefix: str = "") -> Question:
         )
     if errors:
         raise InvalidInputError(errors)
+    assert resource is not None and action is not None and territory is not None
     return Question(
         resource=resource,
         action=action,
@@ -519,7 +520,7 @@ _REFUSALS: Final = {
 }
 
 
-def _answers(ok: dict[int, Any]) -> dict[str, Any]:
+def _answers(ok: dict[int, Any]) -> dict[int | str, dict[str, Any]]:
     return answers(ok, AUTH, (400, 408, 413), STORE, described=_REFUSALS)
 
 
