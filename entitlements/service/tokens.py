@@ -9,13 +9,18 @@ refused wherever an ordinary access token is expected.
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Final
+
+import orjson
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from entitlements.domain.model import parse_resource, parse_role, parse_user_id
 from entitlements.domain.values import parse_text, shown
@@ -33,6 +38,10 @@ MAX_AUDIENCE_LENGTH = 512
 MAX_TENANT_LENGTH = 256
 # RFC 6749 section 3.3: a scope token is printable ASCII but space, '"' and '\\'.
 _SCOPE_RE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,128}")
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
 def access_claim_errors(
@@ -132,6 +141,7 @@ class TokenService:
         self._active: SigningKey | None = None
         self._published: list[SigningKey] = []
         self._reload_lock = asyncio.Lock()
+        self._jws_headers: dict[str, bytes] = {}
         self._last_reload = 0.0
 
     async def start(self) -> None:
@@ -220,8 +230,33 @@ class TokenService:
                     "lifetime", f"must be positive and at most {REQUEST_TOKEN_MAX_LIFETIME} s"
                 )
             )
+        key = self._signing_key()
+        if key.alg == "EdDSA" and isinstance(key.private, ed25519.Ed25519PrivateKey):
+            # On every allowed gateway request: the same token ``mint`` makes, without
+            # PyJWT's generic path (about a third of the cost; the signature is the rest).
+            issued = int(now if now is not None else time.time())
+            claims: dict[str, Any] = {
+                "iss": self.issuer,
+                "aud": audience,
+                "sub": caller.subject,
+                "iat": issued,
+                "exp": issued + int(lifetime),
+                "jti": uuid.uuid4().hex,
+            }
+            if caller.roles:
+                claims["roles"] = list(caller.roles)
+            if caller.tenant is not None:
+                claims["tid"] = caller.tenant
+            claims["method"] = method
+            claims["path"] = path
+            header = self._jws_headers.get(key.kid)
+            if header is None:
+                header = _b64(orjson.dumps({"alg": key.alg, "kid": key.kid, "typ": "at+jwt"}))
+                self._jws_headers = {key.kid: header}
+            signing_input = header + b"." + _b64(orjson.dumps(claims))
+            return (signing_input + b"." + _b64(key.private.sign(signing_input))).decode("ascii")
         token, _ = mint(
-            self._signing_key(),
+            key,
             issuer=self.issuer,
             audience=audience,
             subject=caller.subject,
