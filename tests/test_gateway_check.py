@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -23,9 +24,16 @@ from support import Api, running, settings_for
 
 from entitlements.api.app import create_app
 from entitlements.errors import InvalidInputError
+from entitlements.keys.signing import SigningKey, generate, mint
 from entitlements.settings import Settings
 from entitlements.store.postgres import PostgresStore
-from entitlements_client import InvalidTokenError, IssuerConfig, KeySet, TokenVerifier
+from entitlements_client import (
+    InvalidTokenError,
+    IssuerConfig,
+    KeySet,
+    TokenVerifier,
+    check_binding,
+)
 
 ISSUER = "https://entitlements.test"
 UPSTREAM = "https://player.internal"
@@ -312,3 +320,36 @@ async def test_minted_token_is_bound_short_and_coarse(gw: Api) -> None:
     with pytest.raises(InvalidTokenError) as caught:
         verifier.verify(gw.state.tokens.mint_access("alice", ttl=30), path="/x")
     assert caught.value.code in {"unbound", "bad_audience"}
+
+
+def test_binding_is_checked_only_when_asked_and_names_the_request() -> None:
+    priv, jwk = generate("EdDSA")
+    key = SigningKey(
+        jwk["kid"], "EdDSA", "active", jwk, datetime(2026, 1, 1, tzinfo=UTC), None, priv
+    )
+    verifier = TokenVerifier(
+        [
+            IssuerConfig(
+                issuer=ISSUER,
+                audience=UPSTREAM,
+                keys=KeySet(jwks={"keys": [jwk]}),
+                subject_prefix="",
+                max_lifetime=60,
+            )
+        ]
+    )
+    plain, _ = mint(key, issuer=ISSUER, audience=UPSTREAM, subject="alice", ttl=30)
+    assert verifier.verify(plain).subject == "alice"  # not asked: no binding needed
+    with pytest.raises(InvalidTokenError) as caught:
+        verifier.verify(plain, method="GET")
+    assert caught.value.code == "unbound"
+    bound, _ = mint(
+        key, issuer=ISSUER, audience=UPSTREAM, subject="alice", ttl=30,
+        extra={"method": "GET", "path": "/tracks/A%2Fb/stream"},
+    )  # fmt: skip
+    verified = verifier.verify(bound, method="GET", path="/tracks/A%2Fb/stream?x=1")
+    assert check_binding(verified, None, "/tracks/A%2Fb/stream") is verified
+    for method, path in [("GET", "/tracks/A/b/stream"), ("HEAD", "/tracks/A%2Fb/stream")]:
+        with pytest.raises(InvalidTokenError) as caught:
+            verifier.verify(bound, method=method, path=path)
+        assert caught.value.code == "wrong_request"
