@@ -20,6 +20,8 @@ from gateway_support import (
     nginx_check_request,
     traefik_check_request,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from support import Api, running, settings_for
 
 from entitlements.api.app import create_app
@@ -353,3 +355,77 @@ def test_binding_is_checked_only_when_asked_and_names_the_request() -> None:
         with pytest.raises(InvalidTokenError) as caught:
             verifier.verify(bound, method=method, path=path)
         assert caught.value.code == "wrong_request"
+
+
+_APPS: list[Any] = []  # one app (its routes and middleware) for every example; state: gw's
+_TEXT = st.text(st.characters(min_codepoint=0, max_codepoint=255), max_size=40)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    method=st.sampled_from(["GET", "POST", "DELETE", "get", "", "G E T", "PROPFIND"]),
+    path=st.one_of(
+        st.sampled_from(["/v1/gateway/check", "/v1/gateway/check/tracks/T1/stream"]),
+        _TEXT.map(lambda t: "/v1/gateway/check/" + t),
+    ),
+    uri=st.one_of(st.none(), _TEXT, st.sampled_from(["/tracks/T1/stream", "/healthz"])),
+    original_method=st.one_of(st.none(), _TEXT, st.just("GET")),
+    country=st.one_of(st.none(), _TEXT, st.just("GB")),
+    authorization=st.one_of(st.none(), _TEXT, st.just("Bearer x.y.z")),
+    twice=st.booleans(),
+)
+async def test_any_forwarded_request_is_answered_200_401_or_403(
+    gw: Api,
+    method: str,
+    path: str,
+    uri: str | None,
+    original_method: str | None,
+    country: str | None,
+    authorization: str | None,
+    twice: bool,
+) -> None:
+    """What nginx can pass on: never a 500, never another status (straight ASGI, so no
+    client library cleans the request first)."""
+    headers: list[tuple[bytes, bytes]] = []
+    for name, value in (
+        (b"x-original-uri", uri),
+        (b"x-original-method", original_method),
+        (b"x-country", country),
+        (b"authorization", authorization),
+    ):
+        if value is not None:
+            headers.append((name, value.encode("latin-1")))
+            if twice:
+                headers.append((name, value.encode("latin-1")))
+    raw = path.encode("latin-1")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": raw,
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 1234),
+        "server": ("127.0.0.1", 80),
+        "state": {"ent": gw.state},
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    if not _APPS:
+        _APPS.append(create_app(gateway_settings("postgresql://unused@127.0.0.1/unused")))
+    await _APPS[0](scope, receive, send)
+    assert sent[0]["status"] in {200, 401, 403}, (sent, scope)
