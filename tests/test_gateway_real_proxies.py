@@ -25,13 +25,21 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from fastapi import Depends, FastAPI
 from gateway_servers import EnvoyFactory, NginxFactory, TraefikFactory
 from sdk_support import ServiceServer, free_port
 from support import settings_for
 
 from entitlements.gateway.forwarded import CHECK_PREFIX
 from entitlements.store.postgres import PostgresStore
-from entitlements_client import IssuerConfig, KeySet, TokenVerifier
+from entitlements_client import (
+    AsyncEntitlements,
+    IssuerConfig,
+    KeySet,
+    TokenVerifier,
+    VerifiedToken,
+)
+from entitlements_client.fastapi import authenticated
 
 pytestmark = pytest.mark.servers
 
@@ -271,3 +279,39 @@ async def test_the_player_refuses_a_token_not_minted_for_it(
     r = await get(player.url + "/tracks/T1/stream", alice(service))
     assert r.status_code == 401
     await asyncio.sleep(0)
+
+
+async def test_the_sdk_fastapi_dependency_checks_the_binding_on_request(
+    service: ServiceServer,
+) -> None:
+    """``authenticated(bound_to_request=True)``: the SDK's FastAPI way to the same check."""
+    minted = (
+        await get(
+            service.url + CHECK_PREFIX,
+            {**alice(service), "X-Original-URI": "/tracks/T1/stream", "X-Original-Method": "GET"},
+        )
+    ).headers["x-entitlements-token"]
+    trusted = IssuerConfig(
+        issuer=service.settings.issuer,
+        audience=UPSTREAM,
+        keys=KeySet(url=service.url + "/.well-known/jwks.json"),
+        max_lifetime=60,
+        subject_prefix="",
+    )
+    async with AsyncEntitlements(service.url, verifier=[trusted]) as ent:
+        app = FastAPI()
+        bound = authenticated(client=ent, bound_to_request=True)
+
+        @app.get("/tracks/{track}/stream")
+        async def stream(token: VerifiedToken = Depends(bound)) -> dict[str, str]:
+            # (a local dependency: string annotations cannot name it, so a default it is)
+            return {"subject": token.subject}
+
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://player") as http:
+            bearer = {"Authorization": f"Bearer {minted}"}
+            r = await http.get("/tracks/T1/stream", headers=bearer)
+            assert r.status_code == 200 and r.json() == {"subject": "alice"}
+            r = await http.get("/tracks/T2/stream", headers=bearer)
+            assert r.status_code == 401
+            assert 'error="invalid_token"' in r.headers["www-authenticate"]
