@@ -532,6 +532,8 @@ AUTHZEN_ROUTES: Final = [
         operation={
             "tags": ["authzen"],
             "summary": "AuthZEN Access Evaluation: one decision",
+            "description": "Any valid token asks about its own subject; another subject.id, or"
+            f" subject.properties.roles, needs {SCOPE_CHECK_ANY} (the rules of /v1/check).",
             "operationId": "authzen_evaluation",
             **json_body(_EVALUATION),
             "responses": _answers({200: json_response(_DECISION, "the decision")}),
@@ -544,7 +546,8 @@ AUTHZEN_ROUTES: Final = [
         operation={
             "tags": ["authzen"],
             "summary": f"AuthZEN Access Evaluations: up to {MAX_BATCH}, in order",
-            "description": "Top-level subject, resource, action and context are defaults; an"
+            "description": "Who may call: as /access/v1/evaluation, for every item. Top-level"
+            " subject, resource, action and context are defaults; an"
             " item's own replaces the default. options.evaluations_semantic: execute_all"
             " (default), deny_on_first_deny, permit_on_first_permit (the answer ends at the"
             " first deny / permit).",
@@ -589,6 +592,7 @@ AUTHZEN_ROUTES: Final = [
         operation={
             "tags": ["authzen"],
             "summary": "AuthZEN Resource Search: the caller's own entitlements of a type",
+            "description": "Any valid token, about its own subject only (GET /v1/entitlements).",
             "operationId": "authzen_search_resource",
             **json_body(
                 {
@@ -643,6 +647,8 @@ AUTHZEN_ROUTES: Final = [
         operation={
             "tags": ["authzen"],
             "summary": "AuthZEN PDP metadata (public)",
+            "description": "Anyone may call it: the PDP's identifier and endpoints, nothing"
+            " without a value.",
             "operationId": "authzen_configuration",
             "responses": {
                 "200": json_response(
