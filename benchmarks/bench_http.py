@@ -45,6 +45,11 @@ What it does:
    (the same app plus ``gc.collect(); gc.freeze()`` after start-up), measuring
    (b), (e) and (f) again — how much of the tail is CPython's full collections.
 
+   With the cached server still up, the gateway check (issue 14): (g) the ceiling
+   again, then (h) warm ``/v1/gateway/check`` in nginx ``auth_request``'s shape (the
+   hot tracks the token may stream) — its ratio to (g) (target ≥ 80 %) — and (i) the
+   same with a per-request token minted on every answer (the ratio reported).
+
 Before each measured phase it waits (at most 15 s) for the machine to be idle
 and records how busy it was: on a shared 2-core box other work skews
 everything, and the JSON says when it did.
@@ -613,6 +618,134 @@ def sanity(base: str, token: str, hot: list[str]) -> dict[str, Any]:
     return {"hot_set_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1]))}
 
 
+# --- the gateway check (issue 14): its own phases, registered in run() by one line each ---
+
+GATEWAY_TERRITORY = "X-Country"
+GATEWAY_AUDIENCE = "https://player.bench"
+GATEWAY_ROUTES = {
+    "routes": [
+        {"method": "GET", "path": "/tracks/{isrc}/stream", "resource": "track:{isrc}",
+         "action": "stream"},
+        {"method": "GET", "path": "/minted/tracks/{isrc}/stream", "resource": "track:{isrc}",
+         "action": "stream", "token": {"audience": GATEWAY_AUDIENCE, "lifetime": 30}},
+    ]
+}  # fmt: skip
+
+# What nginx auth_request sends (docs/gateway.md): a GET to the check with the original
+# method and URI in headers, the client's Authorization and the CDN's country.
+LUA_GATEWAY = r"""
+-- args: ids file, token, path prefix ("" or "/minted")
+local ids = {}
+local headers = {}
+local prefix = ""
+local counter = 0
+
+setup = function(thread)
+  counter = counter + 1
+  thread:set("tid", counter)
+end
+
+init = function(args)
+  for line in io.lines(args[1]) do ids[#ids + 1] = line:gsub("^track:", "") end
+  headers["Authorization"] = "Bearer " .. args[2]
+  headers["X-Original-Method"] = "GET"
+  headers["X-Country"] = "GB"
+  prefix = args[3] or ""
+  math.randomseed(os.time() * 1000 + (tid or 1))
+end
+
+request = function()
+  headers["X-Original-URI"] = prefix .. "/tracks/" .. ids[math.random(#ids)] .. "/stream"
+  return wrk.format("GET", "/v1/gateway/check", headers)
+end
+"""
+
+
+def gateway_env() -> dict[str, str]:
+    """The cached server's gateway settings: the route table, wrk on loopback trusted."""
+    return {
+        "ENTITLEMENTS_GATEWAY_ROUTES": json.dumps(GATEWAY_ROUTES),
+        "ENTITLEMENTS_GATEWAY_TRUSTED_PROXIES": "127.0.0.1, ::1",
+        "ENTITLEMENTS_GATEWAY_TERRITORY_HEADER": GATEWAY_TERRITORY,
+    }
+
+
+def gateway_phases(
+    wrk: str, base: str, work: Path, hot: list[str], token: str, args: argparse.Namespace,
+    start: float,
+) -> dict[str, Any]:  # fmt: skip
+    """(g) the HTTP ceiling again, then at once (h) the warm gateway check and (i) the same
+    with a per-request token minted on every answer — nginx's request shape, the hot
+    tracks the token may stream (a refusal would be a 403: not what is measured here)."""
+    r = httpx.post(
+        f"{base}/v1/check/batch",
+        json={"checks": [{"resource": t, "action": "stream", "territory": "GB"} for t in hot]},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    r.raise_for_status()
+    allowed = [t for t, d in zip(hot, r.json()["results"], strict=True) if d["allowed"]]
+    if not allowed:
+        raise RuntimeError("no hot track is allowed for the benchmark token")
+    ids = work / "gateway-ids.txt"
+    ids.write_text("\n".join(allowed) + "\n")
+    script = work / "gateway.lua"
+    script.write_text(LUA_GATEWAY + LUA_DONE)
+    sample = httpx.get(
+        f"{base}/v1/gateway/check",
+        headers={"Authorization": f"Bearer {token}", "X-Original-Method": "GET",
+                 "X-Original-URI": f"/minted/tracks/{allowed[0].removeprefix('track:')}/stream",
+                 GATEWAY_TERRITORY: "GB"},
+        timeout=10,
+    )  # fmt: skip
+    if sample.status_code != 200 or "x-entitlements-token" not in sample.headers:
+        raise RuntimeError(f"the gateway check did not allow and mint: {sample.text[:300]}")
+    t, c, secs = args.threads, args.connections, args.seconds
+    url = f"{base}/v1/gateway/check"
+    log(start, "(g)-(i) warm-up: the gateway check on the hot set")
+    run_wrk(wrk, url, script, threads=t, connections=c, seconds=2, args=[str(ids), token, ""])
+    ceiling_args = [str(work / "hot.txt"), token, "random"]
+    log(start, "(g) ceiling again, (h) warm gateway check, (i) with a per-request token")
+    out = {
+        "g_ceiling": run_wrk(wrk, f"{base}/healthz", work / "ceiling.lua", threads=t,
+                             connections=c, seconds=secs, args=ceiling_args, quiet=True),
+        "h_gateway_warm": run_wrk(wrk, url, script, threads=t, connections=c, seconds=secs,
+                                  args=[str(ids), token, ""], quiet=True),
+        "i_gateway_token": run_wrk(wrk, url, script, threads=t, connections=c, seconds=secs,
+                                   args=[str(ids), token, "/minted"], quiet=True),
+    }  # fmt: skip
+    ceiling = out["g_ceiling"]["rps"]
+    for key in ("h_gateway_warm", "i_gateway_token"):
+        out[key]["ratio_vs_ceiling"] = round(out[key]["rps"] / ceiling, 3)
+    out["h_gateway_warm"]["target_met"] = (
+        out["h_gateway_warm"]["ratio_vs_ceiling"] >= TARGETS["warm_vs_ceiling_min"]
+    )
+    return out
+
+
+def gateway_rows(ph: dict[str, Any]) -> list[str]:
+    """The gateway phases' rows of the table (none when they did not run)."""
+    if "h_gateway_warm" not in ph:
+        return []
+    g, h, i = ph["g_ceiling"], ph["h_gateway_warm"], ph["i_gateway_token"]
+
+    def row(name: str, x: dict[str, Any], ratio: str, target: str) -> str:
+        return (
+            f"| {name} | {x['connections']} | {x['rps']:,.0f} | {x['p50_ms']:.2f} "
+            f"| {x['p99_ms']:.2f} | {x['max_ms']:.1f} | {ratio} | {target} "
+            f"| {x['cpu_shares']['other']:.0%} |"
+        )
+
+    met = "yes" if h["target_met"] else "**no**"
+    return [
+        row("(g) ceiling again, just before (h) and (i)", g, "1.00", "-"),
+        row("(h) warm gateway check (nginx shape)", h,
+            f"{h['ratio_vs_ceiling']:.2f} of (g)", f"≥ 0.80 of (g): {met}"),
+        row("(i) gateway check + per-request token", i,
+            f"{i['ratio_vs_ceiling']:.2f} of (g)", "reported"),
+    ]  # fmt: skip
+
+
 def versions(wrk: str) -> dict[str, Any]:
     import fastapi
     import uvicorn
@@ -647,7 +780,7 @@ def decision_log_phases(
     check_args: list[str],
     start: float,
 ) -> dict[str, Any]:
-    """(g) warm ``POST /v1/check`` with the decision log writing every decision to a file,
+    """(j) warm ``POST /v1/check`` with the decision log writing every decision to a file,
     side by side with (b') the same server without it: both servers run at once (the idle
     one costs nothing), rounds alternate, each reports its best round. Goal: the log costs
     at most 10 % of the warm throughput."""
@@ -671,7 +804,7 @@ def decision_log_phases(
                         connections=c, seconds=3, args=check_args)  # fmt: skip
             rounds = []
             for i in range(args.rounds):
-                log(start, f"(g) warm /v1/check without, then with the decision log: round {i + 1}")
+                log(start, f"(j) warm /v1/check without, then with the decision log: round {i + 1}")
                 rounds.append(
                     {
                         key: run_wrk(wrk, f"{server.base}/v1/check", work / "check.lua",
@@ -690,7 +823,7 @@ def decision_log_phases(
     lines = logged_file.read_bytes().count(b"\n") if logged_file.exists() else 0
     return {
         "b_warm_no_log": best_plain,
-        "g_warm_decision_log": best_logged,
+        "j_warm_decision_log": best_logged,
         "rounds": [
             {"plain_rps": r["plain"]["rps"], "logged_rps": r["logged"]["rps"]} for r in rounds
         ],
@@ -712,7 +845,7 @@ def _decision_log_dropped(base: str) -> float:
 
 
 def decision_log_table(g: dict[str, Any]) -> list[str]:
-    plain, logged = g["b_warm_no_log"], g["g_warm_decision_log"]
+    plain, logged = g["b_warm_no_log"], g["j_warm_decision_log"]
     return [
         "",
         "Decision log (issue 15): the same warm checks on two servers side by side, one"
@@ -722,7 +855,7 @@ def decision_log_table(g: dict[str, Any]) -> list[str]:
         "|---|---:|---:|---:|---|---|",
         f"| (b') warm POST /v1/check, log off | {plain['rps']:,.0f} | {plain['p50_ms']:.2f} "
         f"| {plain['p99_ms']:.2f} | 1.00 | - |",
-        f"| (g) warm POST /v1/check, log to a file | {logged['rps']:,.0f} "
+        f"| (j) warm POST /v1/check, log to a file | {logged['rps']:,.0f} "
         f"| {logged['p50_ms']:.2f} | {logged['p99_ms']:.2f} | {g['ratio']:.2f} "
         f"| cost ≤ 10 %: {'yes' if g['cost'] <= g['goal_cost_max'] else '**no**'} |",
         "",
@@ -773,7 +906,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             }
         )
         token = mint_token(env)
-        cached_env = dict(env)
+        cached_env = dict(env) | gateway_env()
         if redis_url:
             cached_env["ENTITLEMENTS_REDIS_URL"] = redis_url
             cached_env["ENTITLEMENTS_REDIS_PREFIX"] = f"bench:{uuid.uuid4().hex[:8]}:"
@@ -837,6 +970,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )  # fmt: skip
             if phases["f_cold"]["requests"] >= n_cold:
                 raise RuntimeError("the cold pass ran out of untouched tracks: use more --tracks")
+            phases.update(gateway_phases(wrk, server.base, work, hot, token, args, start))
         finally:
             server.stop()
 
@@ -990,6 +1124,7 @@ def table(r: dict[str, Any]) -> str:
         row("(f) cold POST /v1/check (sequential)", ph["f_cold"], "-",
             f"p99 < 10 ms: {ok(v['cold_p99'])}"),
     ]  # fmt: skip
+    lines += gateway_rows(ph)
     ex = r.get("experiment_gc_freeze")
     if ex:
         lines += [

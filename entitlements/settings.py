@@ -219,6 +219,35 @@ class Settings(BaseSettings):
     replica_probe_interval: float = Field(
         default=0.5, gt=0, le=60, description="how often each replica's applied revision is read"
     )
+    # --- gateway check and AuthZEN (issue 14) ---
+    authzen_pdp: str | None = Field(
+        default=None,
+        max_length=512,
+        description="the PDP identifier (base URL) /.well-known/authzen-configuration"
+        " publishes; unset: the URL the request came to",
+    )
+    gateway_conventions: str | None = Field(
+        default=None,
+        max_length=64,
+        description="the proxy conventions /v1/gateway/check reads (envoy, nginx, traefik;"
+        " comma-separated); unset: all three",
+    )
+    gateway_routes: str | None = Field(
+        default=None,
+        description="the gateway's route table: JSON text, or the path of a .json or .toml"
+        " file (docs/gateway.md); unset: every gateway request is refused",
+    )
+    gateway_territory_header: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9-]+$",
+        description="the request header holding the client's country (e.g. CF-IPCountry)",
+    )
+    gateway_trusted_proxies: str | None = Field(
+        default=None,
+        description="who may call /v1/gateway/check: addresses, CIDRs or 'unix'"
+        " (comma-separated, or a JSON list); unset: nobody",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)

@@ -58,6 +58,7 @@ from entitlements_client.verify import (
     IssuerConfig,
     TokenVerifier,
     VerifiedToken,
+    check_binding,
     parse_duration,
 )
 
@@ -90,6 +91,7 @@ __all__ = [
     "Unavailable",
     "UnavailableError",
     "VerifiedToken",
+    "check_binding",
     "parse_duration",
     "parse_jwks",
     "service_issuer",

@@ -68,6 +68,8 @@ INVALID_TOKEN_CODES: Final[dict[str, str]] = {
     "unsupported_header": "token uses a header parameter that is not supported",
     "bad_algorithm": "token algorithm is not accepted for this key",
     "rejected_by_service": "the entitlements service refused the token",
+    "unbound": "token is not bound to a request",
+    "wrong_request": "token was minted for another request",
 }
 
 

@@ -41,7 +41,7 @@ from ._errors import ForbiddenError, InvalidRequestError, InvalidTokenError, Una
 from ._models import Decision
 from .bearer import bearer_token, www_authenticate
 from .cookies import CookieAuth, CsrfError
-from .verify import VerifiedToken
+from .verify import VerifiedToken, check_binding
 
 __all__ = ["authenticated", "require"]
 
@@ -158,16 +158,25 @@ def authenticated(
     require_roles: Sequence[str] = (),
     require_scopes: Sequence[str] = (),
     cookie: CookieAuth | None = None,
+    bound_to_request: bool = False,
 ) -> Callable[[Request], Awaitable[VerifiedToken]]:
     """A dependency returning the caller's verified token (401 if none or invalid,
     403 if it lacks a required role or scope, or fails the cookie's CSRF check). No
-    network."""
+    network.
+
+    ``bound_to_request``: behind the entitlements gateway check, the token is the
+    per-request token it minted; it must name this request's method and raw path
+    (``check_binding``), else 401 — a token replayed on another request is refused.
+    """
 
     async def dependency(request: Request) -> VerifiedToken:
         ent = _client(request, client)
         token = _token(request, cookie)
         try:
             verified = await ent.verify(token)
+            if bound_to_request:
+                raw = request.scope.get("raw_path") or request.url.path.encode()
+                check_binding(verified, request.method, raw.decode("latin-1"))
             if require_roles or require_scopes:
                 ent._gate(verified, require_roles, require_scopes)
         except (InvalidTokenError, ForbiddenError) as exc:

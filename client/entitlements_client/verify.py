@@ -57,6 +57,7 @@ __all__ = [
     "IssuerConfig",
     "TokenVerifier",
     "VerifiedToken",
+    "check_binding",
     "parse_duration",
 ]
 
@@ -189,6 +190,36 @@ def _freeze(value: Any) -> Any:
     return value
 
 
+def check_binding(verified: VerifiedToken, method: str | None, path: str | None) -> VerifiedToken:
+    """``verified``, if it is bound to the request ``method`` ``path`` (either may be None:
+    not checked); else :class:`InvalidTokenError` ``unbound`` (the token names no request)
+    or ``wrong_request`` (it names another).
+
+    The gateway check mints per-request tokens with a ``method`` claim (as the proxy
+    saw it) and a ``path`` claim: the raw path, still %-encoded, without the query.
+    Compare with the path as your server received it (ASGI ``raw_path``, not the
+    decoded ``path``); a ``?query`` on ``path`` is ignored. A token replayed on another
+    path or method is refused; replayed on the same request after ``exp`` plus the
+    verifier's leeway it is refused as ``expired``.
+    """
+    if method is None and path is None:
+        return verified
+    claims = verified.claims
+    if method is not None:
+        bound = claims.get("method")
+        if not isinstance(bound, str):
+            fail("unbound")
+        if bound != method:
+            fail("wrong_request")
+    if path is not None:
+        bound = claims.get("path")
+        if not isinstance(bound, str):
+            fail("unbound")
+        if bound != path.split("?", 1)[0]:
+            fail("wrong_request")
+    return verified
+
+
 class TokenVerifier:
     """Verify access tokens from one or more trusted issuers.
 
@@ -261,29 +292,38 @@ class TokenVerifier:
 
     # -- public API --------------------------------------------------------------------
 
-    def verify(self, token: str | bytes) -> VerifiedToken:
-        """Verify ``token`` and return its claims, or raise :class:`InvalidTokenError`."""
+    def verify(
+        self, token: str | bytes, *, method: str | None = None, path: str | None = None
+    ) -> VerifiedToken:
+        """Verify ``token`` and return its claims, or raise :class:`InvalidTokenError`.
+
+        ``method`` and ``path`` (opt-in): the token must also be bound to this request —
+        a per-request token minted by the gateway check carries the ``method`` and raw
+        ``path`` it was minted for (see :func:`check_binding`).
+        """
         try:
             step = self._begin(token)
             if isinstance(step, VerifiedToken):
-                return step
+                return check_binding(step, method, path)
             keys = step.issuer.config.keys
             key = keys.get(step.kid)
             if key is None or keys.stale:
                 keys.refresh(force_unknown_kid=key is None)
                 key = keys.get(step.kid)
-            return self._finish(step, key)
+            return check_binding(self._finish(step, key), method, path)
         except InvalidTokenError:
             raise
         except Exception as exc:  # the contract: only InvalidTokenError escapes
             raise self._unexpected(exc) from exc
 
-    async def averify(self, token: str | bytes) -> VerifiedToken:
+    async def averify(
+        self, token: str | bytes, *, method: str | None = None, path: str | None = None
+    ) -> VerifiedToken:
         """Async :meth:`verify`: key fetches are async and shared between concurrent calls."""
         try:
             step = self._begin(token)
             if isinstance(step, VerifiedToken):
-                return step
+                return check_binding(step, method, path)
             keys = step.issuer.config.keys
             key = keys.get(step.kid)
             if key is None:
@@ -292,7 +332,7 @@ class TokenVerifier:
             elif keys.stale:
                 # Known key, stale set: refresh in the background; this request need not wait.
                 await keys.arefresh(wait=False)
-            return self._finish(step, key)
+            return check_binding(self._finish(step, key), method, path)
         except InvalidTokenError:
             raise
         except Exception as exc:  # the contract: only InvalidTokenError escapes

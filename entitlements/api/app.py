@@ -20,8 +20,10 @@ from entitlements.api import (
     problems,
     routes_admin,
     routes_audit,
+    routes_authzen,
     routes_changes,
     routes_checks,
+    routes_gateway,
     routes_health,
     routes_imports,
     routes_tokens,
@@ -32,6 +34,7 @@ from entitlements.api.wiring import (
     REPLAY_REVISIONS,
     AppState,
     build_verifiers,
+    gateway_from,
     running,
     warn_about_default_prefixes,
 )
@@ -69,6 +72,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     # A mapping file that cannot be read stops the start, naming the file and the key.
     ddex_mapping = mapping_for(settings.ddex_mapping)
+    # So does a bad gateway route table, proxy list or convention (issue 14).
+    gateway = gateway_from(settings)
     # Tracing (issue 15): only when OpenTelemetry's own variables ask; else not imported.
     tracer_provider: Any = None
     if tracing_enabled(os.environ):
@@ -80,7 +85,9 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
         tracer = tracer_provider.get_tracer("entitlements") if tracer_provider else None
-        async with running(settings, ddex_mapping=ddex_mapping, tracer=tracer) as state:
+        async with running(
+            settings, ddex_mapping=ddex_mapping, gateway=gateway, tracer=tracer
+        ) as state:
             yield {"ent": state}
 
     app = EntitlementsApp(
@@ -97,6 +104,10 @@ def create_app(settings: Settings) -> FastAPI:
         tracing.add_http_spans(app, tracer_provider)  # the HTTP span encloses everything
     # The hot routes first: a request for them matches without trying the others.
     app.router.routes[0:0] = routes_checks.LEAN_ROUTES
+    app.router.routes[len(routes_checks.LEAN_ROUTES) : len(routes_checks.LEAN_ROUTES)] = [
+        *routes_gateway.GATEWAY_ROUTES,
+        *routes_authzen.AUTHZEN_ROUTES,
+    ]
     for module in (
         routes_checks,
         routes_admin,

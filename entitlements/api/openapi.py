@@ -62,6 +62,7 @@ _RETRY_AFTER: Final = {
     }
 }
 _ERRORS: Final[dict[int, tuple[str, dict[str, Any]]]] = {
+    400: ("The request is not valid: `errors` names each refused field", {}),
     401: (
         "No bearer token, or one that does not verify",
         {

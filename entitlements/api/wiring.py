@@ -13,7 +13,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from entitlements import metrics
@@ -24,6 +24,8 @@ from entitlements.cache.source import CachedGrantSource
 from entitlements.ddex.mapping import DEFAULT_MAPPING, DdexMapping
 from entitlements.decision_log import decision_log
 from entitlements.domain.change import Change
+from entitlements.gateway.config import GatewayConfig, gateway_config
+from entitlements.gateway.route_config import routes_from_data
 from entitlements.service.access import EXCHANGE_TYP, AccessService
 from entitlements.service.admin import AdminService
 from entitlements.service.changes import ChangeFeedService
@@ -70,6 +72,7 @@ class AppState:
     source: GrantSource
     redis: RedisGrantCache | None
     replicas: ReplicaRouter | None = None
+    gateway: GatewayConfig = field(default_factory=lambda: GatewayConfig(routes_from_data([])))
 
 
 def warn_about_default_prefixes(settings: Settings) -> None:
@@ -199,7 +202,11 @@ def redis_cache(settings: Settings) -> RedisGrantCache | None:
 
 @asynccontextmanager
 async def running(
-    settings: Settings, *, ddex_mapping: DdexMapping = DEFAULT_MAPPING, tracer: Any = None
+    settings: Settings,
+    *,
+    ddex_mapping: DdexMapping = DEFAULT_MAPPING,
+    gateway: GatewayConfig | None = None,
+    tracer: Any = None,
 ) -> AsyncIterator[AppState]:
     """The services of one worker, open for as long as the context lasts (``ddex_mapping``:
     read once by the caller, so a bad mapping file stops the start before anything opens;
@@ -295,6 +302,7 @@ async def running(
             source=source,
             redis=redis,
             replicas=replicas,
+            gateway=gateway if gateway is not None else gateway_from(settings),
         )
         # Everything built so far lives as long as the process: move it out of the
         # garbage collector's view, so full collections (~57 ms with a warm app) do
@@ -310,10 +318,21 @@ async def running(
         yield state
 
 
+def gateway_from(settings: Settings) -> GatewayConfig:
+    """The gateway check's configuration (issue 14); raises ``InvalidInputError`` naming
+    every bad setting."""
+    return gateway_config(
+        settings.gateway_routes,
+        settings.gateway_trusted_proxies,
+        settings.gateway_territory_header,
+        settings.gateway_conventions,
+    )
+
+
 async def _cancelled(task: asyncio.Task[None]) -> None:
     task.cancel()
     with suppress(asyncio.CancelledError):
         await task
 
 
-__all__ = ["REPLAY_REVISIONS", "AppState", "build_verifiers", "running"]
+__all__ = ["REPLAY_REVISIONS", "AppState", "build_verifiers", "gateway_from", "running"]

@@ -43,7 +43,15 @@ def default_feed_socket(settings: Settings) -> Path:
     return Path(tempfile.gettempdir()) / f"entitlements-{os.getuid()}" / f"feed-{name}.sock"
 
 
-def serve_app(settings: Settings, *, host: str, port: int, workers: int) -> None:
+def serve_app(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    ssl_certfile: Path | None = None,
+    ssl_keyfile: Path | None = None,
+) -> None:
     import uvicorn
 
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -72,7 +80,43 @@ def serve_app(settings: Settings, *, host: str, port: int, workers: int) -> None
         # A connection must complete each request header in time; idle ones close sooner.
         http=http_protocol(settings.header_timeout),
         timeout_keep_alive=max(1, math.ceil(settings.keepalive_timeout)),
+        # HTTPS on the service itself (issue 14); usually TLS ends at the gateway instead.
+        ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+        ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
     )
+
+
+def check_gateway(settings: Settings) -> None:
+    """Refuse to start with ``ENTITLEMENTS_GATEWAY_*`` settings that cannot be used (exit
+    2, every problem named)."""
+    from entitlements.api.wiring import gateway_from
+    from entitlements.errors import InvalidInputError
+
+    try:
+        gateway_from(settings)
+    except InvalidInputError as exc:
+        raise fail(f"the gateway settings are refused: {exc}", 2) from None
+
+
+def check_tls_files(certfile: Path | None, keyfile: Path | None) -> None:
+    """Both or neither, each a readable file holding a PEM certificate chain or key: a
+    mistake stops the start with exit 2, naming the file, before anything is opened."""
+    if (certfile is None) != (keyfile is None):
+        raise fail("--ssl-certfile and --ssl-keyfile go together: give both, or neither", code=2)
+    if certfile is None or keyfile is None:
+        return
+    import ssl
+
+    for flag, path in (("--ssl-certfile", certfile), ("--ssl-keyfile", keyfile)):
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise fail(f"{flag} {path}: not a readable file", code=2)
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+    except (ssl.SSLError, ValueError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or type(exc).__name__
+        raise fail(
+            f"--ssl-certfile/--ssl-keyfile: not a certificate and its key ({reason})", code=2
+        ) from None
 
 
 @app.command()
@@ -80,12 +124,35 @@ def serve(
     host: Annotated[str | None, typer.Option(help="interface to bind")] = None,
     port: Annotated[int | None, typer.Option(help="TCP port")] = None,
     workers: Annotated[int | None, typer.Option(help="uvicorn worker processes")] = None,
+    ssl_certfile: Annotated[
+        Path | None,
+        typer.Option(
+            help="serve HTTPS: the certificate chain (PEM); with --ssl-keyfile",
+            envvar="ENTITLEMENTS_SSL_CERTFILE",
+        ),
+    ] = None,
+    ssl_keyfile: Annotated[
+        Path | None,
+        typer.Option(
+            help="the certificate's private key (PEM, unencrypted)",
+            envvar="ENTITLEMENTS_SSL_KEYFILE",
+        ),
+    ] = None,
 ) -> None:
     """Serve the REST API (embedded Postgres when ENTITLEMENTS_DATABASE_URL is unset)."""
+    check_tls_files(ssl_certfile, ssl_keyfile)
     settings = load_settings(host=host, port=port, workers=workers)
     check_ddex_mapping(settings)
+    check_gateway(settings)
     with database(settings) as s:
-        serve_app(s, host=s.host, port=s.port, workers=s.workers)
+        serve_app(
+            s,
+            host=s.host,
+            port=s.port,
+            workers=s.workers,
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
+        )
 
 
 @app.command()
@@ -98,6 +165,7 @@ def demo(
 
     settings = load_settings(host=host, port=port)
     check_ddex_mapping(settings)
+    check_gateway(settings)
     with database(settings) as s:
         assert s.database_url is not None
         lines = run(lambda: load_demo(s))

@@ -48,6 +48,7 @@ from entitlements.errors import FieldError, InvalidInputError, PermissionDeniedE
 from entitlements.service.checks import MAX_BATCH, CheckRequest, CheckService, Page
 from entitlements.service.decisions import STORE_READ, DecisionRecord
 from entitlements.service.ports import DecisionLog
+from entitlements.service.tokens import EXCHANGE_TYP
 from entitlements_client import VerifiedToken
 
 SCOPE_CHECK_ANY: Final = "entitlements:check:any"
@@ -58,8 +59,6 @@ SCOPE_IMPORT: Final = "entitlements:import"
 """Bulk-import grants and resources, and read import reports."""
 SCOPE_EXCHANGE: Final = "entitlements:exchange"
 """Trade a user's token for a narrow, long-lived one (RFC 8693)."""
-EXCHANGE_TYP: Final = "exchange+jwt"
-"""The ``typ`` of the tokens token exchange mints."""
 
 CHECK_FIELDS: Final = frozenset(
     {"resource", "action", "territory", "at", "min_revision", "subject", "roles"}
