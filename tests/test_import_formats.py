@@ -17,6 +17,7 @@ from test_import_helpers import CSV_HEADER, csv_text, grant_record, ndjson_lines
 from entitlements.errors import InvalidInputError
 from entitlements.service import import_formats
 from entitlements.service.import_formats import MAX_LINE_BYTES, loads_strict, make_reader
+from entitlements.service.strict_json import find_duplicate, surely_unique
 
 G = b'{"id":"g1","subject":"*","resource":"track:t1","actions":["stream"],"territories":["*"]}\n'
 H = CSV_HEADER.encode()
@@ -340,9 +341,9 @@ def test_the_duplicate_key_shortcut_never_misses_one(
     raw = dump(("obj", pairs), *separators).encode()
     parsed = orjson.loads(raw)
     # Whatever it vouches for has no repeated key at any depth.
-    if import_formats._surely_unique(raw, parsed, "attributes"):
+    if surely_unique(raw, parsed, "attributes"):
         assert not repeats(("obj", pairs)), raw
-    assert (import_formats._find_duplicate(raw) is not None) == repeats(("obj", pairs))
+    assert (find_duplicate(raw) is not None) == repeats(("obj", pairs))
 
 
 def test_the_duplicate_key_shortcut_vouches_for_ordinary_rows() -> None:
@@ -357,10 +358,10 @@ def test_the_duplicate_key_shortcut_vouches_for_ordinary_rows() -> None:
     }
     compact = orjson.dumps(row)
     spaced = json.dumps(row).encode()  # Python's default ", " and ": "
-    assert import_formats._surely_unique(compact, orjson.loads(compact), "attributes")
-    assert import_formats._surely_unique(spaced, orjson.loads(spaced), "attributes")
+    assert surely_unique(compact, orjson.loads(compact), "attributes")
+    assert surely_unique(spaced, orjson.loads(spaced), "attributes")
     twice = spaced.replace(b'"subject": "*"', b'"subject": "*", "subject" : "*"')
-    assert not import_formats._surely_unique(twice, orjson.loads(twice), "attributes")
+    assert not surely_unique(twice, orjson.loads(twice), "attributes")
 
 
 def test_loads_strict_refuses_duplicates_nan_and_accepts_plain_json() -> None:
