@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import tomllib
 from pathlib import Path
 
 import orjson
@@ -100,3 +101,19 @@ async def test_plain_progress_agrees_with_the_report(
     assert lines[-1].startswith(
         f"import: 10 rows read, 9 loaded, 1 rejected, {size / 1e3:.1f} of {size / 1e3:.1f} kB,"
     ), lines[-1]
+
+
+def test_the_service_never_resolves_the_sdk_from_an_index() -> None:
+    """`entitlements-client` is on no index: the service must not name it as a dependency
+    (pip would look it up there: dependency confusion); the README installs it from ./client."""
+    root = Path(__file__).resolve().parent.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    names = [
+        re.split(r"[\s\[<>=!~;@]", dep, maxsplit=1)[0].lower().replace("_", "-")
+        for dep in project["dependencies"]
+        + [d for extra in project["optional-dependencies"].values() for d in extra]
+    ]
+    assert "entitlements-client" not in names
+    readme = (root / "README.md").read_text()
+    assert 'pip install -e ./client -e ".[test]"' in readme
+    assert "pip install entitlements-client" not in readme

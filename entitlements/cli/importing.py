@@ -10,7 +10,7 @@ DDEX ERN messages (``.xml``, or a file whose first markup is an element:
 - Progress goes to stderr: a rich bar (bytes of the file, rows, rows/s) when
   stderr is a terminal, otherwise a plain line about once a second (logs, CI).
 - The summary goes to stdout; ``--json`` prints the full report instead.
-- Exit codes (DESIGN.md): 0 committed or dry run; 2 bad usage or bad input (the
+- Exit codes (docs/design.md): 0 committed or dry run; 2 bad usage or bad input (the
   import is then rolled back and recorded as failed); 1 runtime failure (among
   them: another import still running after ``ENTITLEMENTS_IMPORT_LOCK_WAIT``).
 """
