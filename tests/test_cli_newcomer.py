@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -117,3 +118,17 @@ def test_the_service_never_resolves_the_sdk_from_an_index() -> None:
     readme = (root / "README.md").read_text()
     assert 'pip install -e ./client -e ".[test]"' in readme
     assert "pip install entitlements-client" not in readme
+
+
+def test_without_the_sdk_the_service_says_how_to_install_it() -> None:
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", "import entitlements"],  # -S: no site-packages, no SDK
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "pip install -e ./client -e ." in done.stderr
