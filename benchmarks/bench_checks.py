@@ -73,6 +73,9 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import orjson
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from phases import error_of, report_failures, run_phase_async
+
 from entitlements.service.checks import CheckRequest, CheckService, StoreGrantSource
 from entitlements.store.postgres import PostgresStore
 from entitlements.store.schema import schema_sql
@@ -736,20 +739,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             log(start, f"phase 1: COPY {p1:,} purchases")
             load1 = await load_purchases(conn, cat, 0, p1, 2)
             load1["vacuum_analyze_seconds"] = await vacuum_analyze(conn)
-            phase1 = await measure_phase(
-                human(args.phase1_grants), store, conn, cat, p1, probes, args, start
+            # A measuring phase that fails is reported (phases.py); the next still runs.
+            done: dict[str, Any] = {}
+            name1 = human(args.phase1_grants)
+            await run_phase_async(
+                done, name1, lambda: measure_phase(name1, store, conn, cat, p1, probes, args, start)
             )
-            phase1["copy"] = load1
+            phase1 = {"phase": name1, **done[name1], "copy": load1}
             phases = [phase1]
             if p2 > p1:
                 log(start, f"phase 2: COPY {p2 - p1:,} more purchases")
                 load2 = await load_purchases(conn, cat, p1, p2, 3)
                 load2["vacuum_analyze_seconds"] = await vacuum_analyze(conn)
-                phase2 = await measure_phase(
-                    human(args.grants), store, conn, cat, p2, probes, args, start
+                name2 = human(args.grants)
+                await run_phase_async(
+                    done,
+                    name2,
+                    lambda: measure_phase(name2, store, conn, cat, p2, probes, args, start),
                 )
-                phase2["copy"] = load2
-                phases.append(phase2)
+                phases.append({"phase": name2, **done[name2], "copy": load2})
         finally:
             await conn.close()
             await store.close()
@@ -786,7 +794,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "catalogue_load": catalogue_load,
             "phases": phases,
         }
-        if len(phases) == 2:
+        if len(phases) == 2 and not any(error_of(ph) for ph in phases):
             result["ratio"] = {
                 "of": f"{phases[1]['phase']}/{phases[0]['phase']}",
                 **ratios(phases[0], phases[1]),
@@ -837,6 +845,10 @@ def table(result: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for ph in result["phases"]:
+        if error_of(ph):
+            lines.append(f"| {ph['phase']} | failed: {error_of(ph)} | — | — | — | — | — | — |")
+    measured = [ph for ph in result["phases"] if not error_of(ph)]
+    for ph in measured:
         s, q, ld = ph["stats"], ph["sequential"], ph["load"]
         lines.append(
             f"| {ph['phase']} | {s['grants']:,} | {s['tracks']:,} | {q['p50_us']:.0f} "
@@ -857,7 +869,7 @@ def table(result: dict[str, Any]) -> str:
         "| phase | own purchase | hot track (Zipf) | uniform track | reasons |",
         "|---|---:|---:|---:|---|",
     ]
-    for ph in result["phases"]:
+    for ph in measured:
         k = ph["sequential"]["by_kind"]
         cells = [
             f"{k[x]['p50_us']:.0f} / {k[x]['p99_us']:.0f}" if x in k else "-"
@@ -874,7 +886,7 @@ def table(result: dict[str, Any]) -> str:
         "| generic plan |",
         "|---|---|---:|---:|---:|---:|",
     ]
-    for ph in result["phases"]:
+    for ph in measured:
         for probe, ex in ph["explain"].items():
             cells = [
                 f"{ex[mode]['shared_total']} ({ex[mode]['execution_ms']:.3f}; "
@@ -895,7 +907,7 @@ def table(result: dict[str, Any]) -> str:
             f"{ph['explain']['hot_track']['grants_on_resource']:,} | {' | '.join(cells)} |"
         )
     lines.append("")
-    for ph in result["phases"]:
+    for ph in measured:
         pp, cp = ph["pool_plans"], ph["copy"]
         lines.append(
             f"- {ph['phase']}: pool's prepared check statements used {pp['generic_plans']} generic "
@@ -945,7 +957,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"wrote {args.out}")
-    return 0
+    return report_failures({ph["phase"]: ph for ph in result["phases"]})
 
 
 if __name__ == "__main__":

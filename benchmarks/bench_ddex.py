@@ -52,6 +52,7 @@ from typing import Any
 import asyncpg
 import orjson
 from bench_import import DEFAULT_DSN, LAUNCHER, load, with_database
+from phases import error_of, report_failures, run_phase
 
 from entitlements.ddex import read_message
 from entitlements.store.postgres import PostgresStore
@@ -217,7 +218,7 @@ def run_cli(dsn: str, *args: str) -> tuple[dict[str, Any], float, float]:
         code, peak_kb = json.loads(rusage.read_text())
     if code != 0:
         tail = done.stderr[-3000:].decode(errors="replace")
-        raise SystemExit(f"import failed ({code}): {done.stdout.decode()[:2000]}\n{tail}")
+        raise RuntimeError(f"import failed ({code}): {done.stdout.decode()[:2000]}\n{tail}")
     return orjson.loads(done.stdout), seconds, peak_kb / 1024
 
 
@@ -328,13 +329,20 @@ def benchmark(admin: str, releases: int, tracks: int, keep: bool) -> dict[str, A
                 "ern_mb": round(sum(p.stat().st_size for p in paths) / 1e6, 1),
                 "ndjson_mb": round(ndjson.stat().st_size / 1e6, 1),
             }
+            # Each phase that fails is reported (phases.py) and the others still run.
             runs: dict[str, Any] = {}
-            runs["ddex_insert"] = ddex_run(dsn, paths) | {"load_before": load()}
-            runs["ddex_unchanged"] = ddex_run(dsn, paths) | {"load_before": load()}
-            asyncio.run(reset(dsn))
-            runs["ndjson_insert"] = ndjson_run(dsn, ndjson) | {"load_before": load()}
+            run_phase(runs, "ddex_insert", lambda: ddex_run(dsn, paths) | {"load_before": load()})
+            run_phase(
+                runs, "ddex_unchanged", lambda: ddex_run(dsn, paths) | {"load_before": load()}
+            )
+
+            def ndjson_insert() -> dict[str, Any]:
+                asyncio.run(reset(dsn))
+                return ndjson_run(dsn, ndjson) | {"load_before": load()}
+
+            run_phase(runs, "ndjson_insert", ndjson_insert)
             result["import"] = runs
-            result["parse_only"] = parse_only(paths)
+            run_phase(result, "parse_only", lambda: parse_only(paths))
     finally:
         if not keep:
             asyncio.run(drop(admin))
@@ -361,21 +369,35 @@ def table(result: dict[str, Any]) -> str:
         ("ddex_unchanged", "DDEX again (every grant and link unchanged)"),
     ):
         r = runs[key]
+        if (error := error_of(r)) is not None:
+            lines.append(f"| {name} | failed: {error} | - | - | - | - | - |")
+            continue
         lines.append(
             f"| {name} | {r['seconds']:.2f} | {r['messages_per_s']:,} | {r['deals_per_s']:,}"
             f" | {r['grants_per_s']:,} | - | {r['peak_rss_mb']:.0f} |"
         )
     n = runs["ndjson_insert"]
-    lines.append(
-        f"| NDJSON of the same grants and track links (converted by hand) | {n['seconds']:.2f}"
-        f" | - | - | - | {n['rows_per_s']:,} | {n['peak_rss_mb']:.0f} |"
-    )
+    name = "NDJSON of the same grants and track links (converted by hand)"
+    if (error := error_of(n)) is not None:
+        lines.append(f"| {name} | failed: {error} | - | - | - | - | - |")
+    else:
+        lines.append(
+            f"| {name} | {n['seconds']:.2f}"
+            f" | - | - | - | {n['rows_per_s']:,} | {n['peak_rss_mb']:.0f} |"
+        )
     p = result["parse_only"]
-    lines.append(
-        f"| the DDEX reader alone, no database | {p['seconds']:.2f} | {p['messages_per_s']:,}"
-        f" | {p['deals_per_s']:,} | - | - | - |"
-    )
+    if (error := error_of(p)) is not None:
+        lines.append(
+            f"| the DDEX reader alone, no database | failed: {error} | - | - | - | - | - |"
+        )
+    else:
+        lines.append(
+            f"| the DDEX reader alone, no database | {p['seconds']:.2f} | {p['messages_per_s']:,}"
+            f" | {p['deals_per_s']:,} | - | - | - |"
+        )
     d = runs["ddex_insert"]
+    if error_of(d) or error_of(n):
+        return "\n".join(lines)
     lines += [
         "",
         f"DDEX: {d['deals']:,} deals -> {d['grants']:,} grants and {d['links_added']:,} track"
@@ -405,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
-    return 0
+    return report_failures({**result, **result["import"]})
 
 
 if __name__ == "__main__":

@@ -85,6 +85,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_checks as bc  # the catalogue and its COPY loaders
+from phases import error_of, failure, report_failures, run_phase
 
 from entitlements.store.postgres import PostgresStore
 
@@ -865,6 +866,99 @@ def decision_log_table(g: dict[str, Any]) -> list[str]:
     ]
 
 
+def cached_phases(
+    args: argparse.Namespace,
+    wrk: str,
+    server: Server,
+    work: Path,
+    token: str,
+    hot: list[str],
+    n_cold: int,
+    result: dict[str, Any],
+    phases: dict[str, Any],
+    start: float,
+) -> None:
+    """Phases (a), (a'), (b), (d), (e), (f) on the cached server; each one that fails is
+    recorded as such (``phases.run_phase``) and the others still run."""
+    t, c, secs = args.threads, args.connections, args.seconds
+    hot_ids, cold_ids = work / "hot.txt", work / "cold.txt"
+    check_args = [str(hot_ids), token, "random"]
+    run_phase(result, "sanity", lambda: sanity(server.base, token, hot))
+
+    def warm_up() -> None:
+        log(start, "warm-up: GET /healthz, and the hot set on both workers")
+        run_wrk(wrk, f"{server.base}/healthz", work / "get.lua", threads=t, connections=c,
+                seconds=2)  # fmt: skip
+        run_wrk(wrk, f"{server.base}/v1/check", work / "check.lua", threads=t, connections=c,
+                seconds=3, args=check_args)  # fmt: skip
+
+    run_phase(result, "warm_up", warm_up)
+    # (a) and (b) alternate, so a burst of someone else's work on the machine hits both
+    # alike; each reports its best round (all rounds are in the JSON).
+    rounds: list[dict[str, Any]] = []
+    for i in range(args.rounds):
+        log(start, f"(a) ceiling GET /healthz, then (b) warm /v1/check: round {i + 1}")
+        one: dict[str, Any] = {}
+        run_phase(one, "a", lambda: run_wrk(
+            wrk, f"{server.base}/healthz", work / "ceiling.lua", threads=t, connections=c,
+            seconds=secs, args=check_args, quiet=True))  # fmt: skip
+        run_phase(one, "b", lambda: run_wrk(
+            wrk, f"{server.base}/v1/check", work / "check.lua", threads=t, connections=c,
+            seconds=secs, args=check_args, quiet=True))  # fmt: skip
+        rounds.append(one)
+    for key, name in (("a", "a_ceiling"), ("b", "b_warm")):
+        done = [r[key] for r in rounds if not error_of(r[key])]
+        phases[name] = (
+            max(done, key=lambda x: x["rps"])
+            if done
+            else {"error": rounds[0][key]["error"] if rounds else "no rounds"}
+        )
+    log(start, "(a') the bare ceiling: a static GET /healthz (wrk's cheapest request)")
+    run_phase(result, "a_static_ceiling", lambda: run_wrk(
+        wrk, f"{server.base}/healthz", work / "get.lua", threads=t, connections=c,
+        seconds=secs, quiet=True))  # fmt: skip
+    result["rounds_a_b"] = [
+        {k: {"rps": r[k]["rps"], "p99_ms": r[k]["p99_ms"], "cpu_shares": r[k]["cpu_shares"]}
+         for k in ("a", "b")} | {"ratio": round(r["b"]["rps"] / r["a"]["rps"], 3)}
+        for r in rounds
+        if not error_of(r["a"]) and not error_of(r["b"])
+    ]  # fmt: skip
+    log(start, "(d) warm /v1/check at half of the max")
+    if error_of(phases["b_warm"]):
+        phases["d_half_load"] = failure("d_half_load", RuntimeError("(b) failed: no max to halve"))
+    else:
+        run_phase(phases, "d_half_load", lambda: half_load(
+            wrk, server.base, work / "paced.lua", hot_ids, token,
+            phases["b_warm"]["rps"] / 2, args))  # fmt: skip
+    log(start, f"(e) batch of {BATCH} warm checks, one connection")
+
+    def batch() -> dict[str, Any]:
+        out = run_wrk(
+            wrk, f"{server.base}/v1/check/batch", work / "batch.lua", threads=1,
+            connections=1, seconds=min(secs, 6), args=[str(work / "batch.json"), token], quiet=True,
+        )  # fmt: skip
+        out["checks_per_request"] = BATCH
+        return out
+
+    run_phase(phases, "e_batch", batch)
+    log(start, "(f) cold /v1/check, one connection, each track once")
+
+    def cold() -> dict[str, Any]:
+        out = run_wrk(
+            wrk, f"{server.base}/v1/check", work / "check.lua", threads=1, connections=1,
+            seconds=min(secs, 5), args=[str(cold_ids), token, "seq"], quiet=True,
+        )  # fmt: skip
+        if out["requests"] >= n_cold:
+            raise RuntimeError("the cold pass ran out of untouched tracks: use more --tracks")
+        return out
+
+    run_phase(phases, "f_cold", cold)
+    try:  # (g), (h), (i): the gateway check (issue 14)
+        phases.update(gateway_phases(wrk, server.base, work, hot, token, args, start))
+    except Exception as exc:
+        phases["h_gateway"] = failure("h_gateway", exc)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     wrk = ensure_wrk()
@@ -896,7 +990,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         (work / "check.lua").write_text(LUA_CHECK + LUA_DONE)
         (work / "paced.lua").write_text(LUA_CHECK + LUA_PACED + LUA_DONE)
         (work / "batch.lua").write_text(LUA_BATCH + LUA_DONE)
-        hot_ids, cold_ids = work / "hot.txt", work / "cold.txt"
+        hot_ids = work / "hot.txt"
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("ENTITLEMENTS_")}
         env.update(
@@ -912,83 +1006,44 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             cached_env["ENTITLEMENTS_REDIS_PREFIX"] = f"bench:{uuid.uuid4().hex[:8]}:"
         port = free_port()
         t, c, secs = args.threads, args.connections, args.seconds
+        check_args = [str(hot_ids), token, "random"]
         phases: dict[str, Any] = {}
 
         log(start, f"server: 2 workers, cache on, redis {redis_url or 'off'}")
         server = Server(cached_env, port, args.workers, work / "server-cached.log")
-        startup = {"cached_s": server.start()}
-        try:
-            result["sanity"] = sanity(server.base, token, hot)
-            check_args = [str(hot_ids), token, "random"]
-            log(start, "warm-up: GET /healthz, and the hot set on both workers")
-            run_wrk(wrk, f"{server.base}/healthz", work / "get.lua", threads=t, connections=c,
-                    seconds=2)  # fmt: skip
-            run_wrk(wrk, f"{server.base}/v1/check", work / "check.lua", threads=t, connections=c,
-                    seconds=3, args=check_args)  # fmt: skip
-            # (a) and (b) alternate, so a burst of someone else's work on the machine hits
-            # both alike; each reports its best round (all rounds are in the JSON).
-            rounds: list[dict[str, Any]] = []
-            for i in range(args.rounds):
-                log(start, f"(a) ceiling GET /healthz, then (b) warm /v1/check: round {i + 1}")
-                rounds.append(
-                    {
-                        "a": run_wrk(wrk, f"{server.base}/healthz", work / "ceiling.lua",
-                                     threads=t, connections=c, seconds=secs, args=check_args,
-                                     quiet=True),
-                        "b": run_wrk(wrk, f"{server.base}/v1/check", work / "check.lua",
-                                     threads=t, connections=c, seconds=secs, args=check_args,
-                                     quiet=True),
-                    }
-                )  # fmt: skip
-            phases["a_ceiling"] = max((r["a"] for r in rounds), key=lambda x: x["rps"])
-            phases["b_warm"] = max((r["b"] for r in rounds), key=lambda x: x["rps"])
-            log(start, "(a') the bare ceiling: a static GET /healthz (wrk's cheapest request)")
-            result["a_static_ceiling"] = run_wrk(
-                wrk, f"{server.base}/healthz", work / "get.lua", threads=t, connections=c,
-                seconds=secs, quiet=True,
-            )  # fmt: skip
-            result["rounds_a_b"] = [
-                {k: {"rps": r[k]["rps"], "p99_ms": r[k]["p99_ms"], "cpu_shares": r[k]["cpu_shares"]}
-                 for k in ("a", "b")} | {"ratio": round(r["b"]["rps"] / r["a"]["rps"], 3)}
-                for r in rounds
-            ]  # fmt: skip
-            log(start, "(d) warm /v1/check at half of the max")
-            phases["d_half_load"] = half_load(
-                wrk, server.base, work / "paced.lua", hot_ids, token,
-                phases["b_warm"]["rps"] / 2, args,
-            )  # fmt: skip
-            log(start, f"(e) batch of {BATCH} warm checks, one connection")
-            phases["e_batch"] = run_wrk(
-                wrk, f"{server.base}/v1/check/batch", work / "batch.lua", threads=1,
-                connections=1, seconds=min(secs, 6), args=[str(work / "batch.json"), token], quiet=True,
-            )  # fmt: skip
-            phases["e_batch"]["checks_per_request"] = BATCH
-            log(start, "(f) cold /v1/check, one connection, each track once")
-            phases["f_cold"] = run_wrk(
-                wrk, f"{server.base}/v1/check", work / "check.lua", threads=1, connections=1,
-                seconds=min(secs, 5), args=[str(cold_ids), token, "seq"], quiet=True,
-            )  # fmt: skip
-            if phases["f_cold"]["requests"] >= n_cold:
-                raise RuntimeError("the cold pass ran out of untouched tracks: use more --tracks")
-            phases.update(gateway_phases(wrk, server.base, work, hot, token, args, start))
-        finally:
-            server.stop()
+        startup: dict[str, Any] = {}
+        # Each phase that fails is reported (phases.py) and the others still run.
+        if run_phase(startup, "cached_s", server.start):
+            try:
+                cached_phases(args, wrk, server, work, token, hot, n_cold, result, phases, start)
+            finally:
+                server.stop()
+        else:
+            for name in ("a_ceiling", "b_warm", "d_half_load", "e_batch", "f_cold"):
+                phases[name] = {
+                    "error": f"the server did not start: {startup['cached_s']['error']}"
+                }
 
         log(start, "(c) uncached baseline: server restarted with ENTITLEMENTS_CACHE_SIZE=0")
         uncached_env = {**env, "ENTITLEMENTS_CACHE_SIZE": "0"}
         server = Server(uncached_env, port, args.workers, work / "server-uncached.log")
-        startup["uncached_s"] = server.start()
-        try:
+
+        def uncached() -> dict[str, Any]:
+            startup["uncached_s"] = server.start()
             run_wrk(wrk, f"{server.base}/v1/check", work / "check.lua", threads=t, connections=c,
                     seconds=2, args=check_args)  # fmt: skip
-            phases["c_uncached"] = run_wrk(
+            return run_wrk(
                 wrk, f"{server.base}/v1/check", work / "check.lua", threads=t, connections=c,
                 seconds=secs, args=check_args, quiet=True,
             )  # fmt: skip
+
+        try:
+            run_phase(phases, "c_uncached", uncached)
         finally:
             server.stop()
 
-        result["decision_log"] = decision_log_phases(wrk, cached_env, work, args, check_args, start)
+        run_phase(result, "decision_log", lambda: decision_log_phases(
+            wrk, cached_env, work, args, check_args, start))  # fmt: skip
         experiment: dict[str, Any] = {}
         if args.gc_experiment:
             log(start, "experiment: the cached server with gc.freeze() after start-up")
@@ -1024,23 +1079,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 server.stop()
 
         a, b, cc, d, e, f = (
-            phases[k]
+            phases.get(k) or {"error": "not run"}
             for k in ("a_ceiling", "b_warm", "c_uncached", "d_half_load", "e_batch", "f_cold")
         )
+
+        def ratio(x: dict[str, Any], y: dict[str, Any], digits: int, scale: int = 1) -> Any:
+            """x/y of two phases' req/s; None when either failed."""
+            if error_of(x) or error_of(y) or not y.get("rps"):
+                return None
+            return round(scale * x["rps"] / y["rps"], digits)
+
+        def below(x: dict[str, Any], limit: float) -> bool | None:
+            return None if error_of(x) else bool(x["p99_ms"] < limit)
+
         ratios = {
-            "warm_vs_ceiling": round(b["rps"] / a["rps"], 3),
-            "warm_vs_uncached": round(b["rps"] / cc["rps"], 2),
-            "uncached_vs_ceiling": round(cc["rps"] / a["rps"], 3),
-            "half_load_achieved_vs_warm_max": round(d["rps"] / b["rps"], 3),
-            "batch_checks_per_s_vs_warm_single": round(BATCH * e["rps"] / b["rps"], 2),
+            "warm_vs_ceiling": ratio(b, a, 3),
+            "warm_vs_uncached": ratio(b, cc, 2),
+            "uncached_vs_ceiling": ratio(cc, a, 3),
+            "half_load_achieved_vs_warm_max": ratio(d, b, 3),
+            "batch_checks_per_s_vs_warm_single": ratio(e, b, 2, BATCH),
         }
         verdicts = {
-            "warm_vs_ceiling": ratios["warm_vs_ceiling"] >= TARGETS["warm_vs_ceiling_min"],
-            "half_load_p99": d["p99_ms"] < TARGETS["half_load_p99_ms_max"],
-            "batch_p99": e["p99_ms"] < TARGETS["batch_p99_ms_max"],
-            "cold_p99": f["p99_ms"] < TARGETS["cold_p99_ms_max"],
+            "warm_vs_ceiling": None
+            if ratios["warm_vs_ceiling"] is None
+            else ratios["warm_vs_ceiling"] >= TARGETS["warm_vs_ceiling_min"],
+            "half_load_p99": below(d, TARGETS["half_load_p99_ms_max"]),
+            "batch_p99": below(e, TARGETS["batch_p99_ms_max"]),
+            "cold_p99": below(f, TARGETS["cold_p99_ms_max"]),
             "no_errors": all(
-                p["non_2xx"] == 0 and p["errors"]["timeout"] == 0 for p in phases.values()
+                p["non_2xx"] == 0 and p["errors"]["timeout"] == 0
+                for p in phases.values()
+                if not error_of(p)
             ),
         }
         result.update(
@@ -1091,10 +1160,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def table(r: dict[str, Any]) -> str:
     m, p, ph, ra, v = r["machine"], r["params"], r["phases"], r["ratios"], r["verdicts"]
 
-    def ok(flag: bool) -> str:
-        return "yes" if flag else "**no**"
+    def ok(flag: bool | None) -> str:
+        return "n/a" if flag is None else "yes" if flag else "**no**"
+
+    def num(value: Any, spec: str, suffix: str = "") -> str:
+        return "—" if value is None else f"{value:{spec}}{suffix}"
 
     def row(name: str, x: dict[str, Any], ratio: str, target: str) -> str:
+        if (error := error_of(x)) is not None:
+            return f"| {name} | — | failed: {error} | — | — | — | — | {target} | — |"
         return (
             f"| {name} | {x['connections']} | {x['rps']:,.0f} | {x['p50_ms']:.2f} "
             f"| {x['p99_ms']:.2f} | {x['max_ms']:.1f} | {ratio} | {target} "
@@ -1112,21 +1186,23 @@ def table(r: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|---:|---|---|---:|",
         row("(a) ceiling: GET /healthz, loaded like (b)", ph["a_ceiling"], "1.00", "-"),
         row("(b) warm POST /v1/check", ph["b_warm"],
-            f"{ra['warm_vs_ceiling']:.2f} of (a)", f"≥ 0.80 of (a): {ok(v['warm_vs_ceiling'])}"),
+            f"{num(ra['warm_vs_ceiling'], '.2f')} of (a)",
+            f"≥ 0.80 of (a): {ok(v['warm_vs_ceiling'])}"),
         row("(c) uncached POST /v1/check (CACHE_SIZE=0)", ph["c_uncached"],
-            f"(b) is {ra['warm_vs_uncached']:.2f}x (c)", "-"),
+            f"(b) is {num(ra['warm_vs_uncached'], '.2f')}x (c)", "-"),
         row("(d) warm at ~half load (paced)", ph["d_half_load"],
-            f"{ra['half_load_achieved_vs_warm_max']:.2f} of (b)",
+            f"{num(ra['half_load_achieved_vs_warm_max'], '.2f')} of (b)",
             f"p99 < 5 ms: {ok(v['half_load_p99'])}"),
         row(f"(e) batch of {p['batch']} warm checks", ph["e_batch"],
-            f"{p['batch'] * ph['e_batch']['rps']:,.0f} checks/s",
+            f"{num(p['batch'] * ph['e_batch']['rps'] if 'rps' in ph['e_batch'] else None, ',.0f')}"
+            " checks/s",
             f"p99 < 25 ms: {ok(v['batch_p99'])}"),
         row("(f) cold POST /v1/check (sequential)", ph["f_cold"], "-",
             f"p99 < 10 ms: {ok(v['cold_p99'])}"),
     ]  # fmt: skip
     lines += gateway_rows(ph)
     ex = r.get("experiment_gc_freeze")
-    if ex:
+    if ex and not any(error_of(ph[k]) for k in ("b_warm", "e_batch", "f_cold")):
         lines += [
             "",
             "Experiment, not the product: the same server with `gc.collect(); gc.freeze()` once "
@@ -1148,9 +1224,36 @@ def table(r: dict[str, Any]) -> str:
                 f"{x['p99_ms']:.2f} ms, req/s x{x['rps'] / base['rps']:.2f} "
                 f"| {x['cpu_shares']['other']:.0%} |"
             )
-    lines += decision_log_table(r["decision_log"]) if r.get("decision_log") else []
+    log_result = r.get("decision_log")
+    if log_result and error_of(log_result):
+        lines += ["", f"Decision log (j): failed: {error_of(log_result)}"]
+    elif log_result:
+        lines += decision_log_table(log_result)
     rounds = ", ".join(
         f"{x['a']['rps']:,.0f} / {x['b']['rps']:,.0f} = {x['ratio']:.2f}" for x in r["rounds_a_b"]
+    )
+    d, static = ph["d_half_load"], r.get("a_static_ceiling") or {"error": "not run"}
+    sanity_note = (
+        f"failed: {error_of(r['sanity'])}"
+        if error_of(r.get("sanity") or {"error": "not run"})
+        else r["sanity"]["hot_set_reasons"]
+    )
+    half = (
+        f"failed: {error_of(d)}"
+        if error_of(d)
+        else f"aimed at {d['target_rps']:,.0f} req/s with connections pausing "
+        f"{d['pause_ms']} ms between requests (wrk has no rate limit), "
+        f"achieved {d['rps']:,.0f} req/s"
+    )
+    bare = (
+        f"failed: {error_of(static)}"
+        if error_of(static)
+        else f"{static['rps']:,.0f} req/s, p99 {static['p99_ms']:.2f} ms"
+        + (
+            ""
+            if error_of(ph["b_warm"])
+            else f"; (b) is {ph['b_warm']['rps'] / static['rps']:.2f} of it"
+        )
     )
     lines += [
         "",
@@ -1160,13 +1263,9 @@ def table(r: dict[str, Any]) -> str:
         "but the server, Postgres, Redis and wrk (other people's tests on a shared box); "
         "figures from phases where it is high understate the service",
         f"- errors (non-2xx, timeouts) in any phase: {'none' if v['no_errors'] else 'SOME'}; "
-        f"hot-set decisions: {r['sanity']['hot_set_reasons']}",
-        f"- (d) aimed at {ph['d_half_load']['target_rps']:,.0f} req/s with connections pausing "
-        f"{ph['d_half_load']['pause_ms']} ms between requests (wrk has no rate limit), "
-        f"achieved {ph['d_half_load']['rps']:,.0f} req/s",
-        f"- (a') the bare ceiling, a static GET /healthz (wrk's cheapest request, no Lua): "
-        f"{r['a_static_ceiling']['rps']:,.0f} req/s, p99 {r['a_static_ceiling']['p99_ms']:.2f} ms; "
-        f"(b) is {ph['b_warm']['rps'] / r['a_static_ceiling']['rps']:.2f} of it",
+        f"hot-set decisions: {sanity_note}",
+        f"- (d) {half}",
+        f"- (a') the bare ceiling, a static GET /healthz (wrk's cheapest request, no Lua): {bare}",
         f"- load avg at the end {m['loadavg_at_end']}; runtime {r['runtime_s']} s",
     ]
     return "\n".join(lines)
@@ -1204,7 +1303,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"\nwrote {args.out}")
-    return 0
+    return report_failures({**result["phases"], **result["server_startup_s"], **result})
 
 
 if __name__ == "__main__":

@@ -57,6 +57,9 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import orjson
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from phases import error_of, report_failures, run_phase
+
 from entitlements.domain.model import grant_from_mapping
 from entitlements.service.import_formats import make_reader
 from entitlements.service.import_run import ImportRun
@@ -232,7 +235,7 @@ def run_cli(dsn: str, path: Path, *args: str) -> dict[str, Any]:
     out = done.stdout
     if code != 0:
         tail = done.stderr[-3000:].decode(errors="replace")
-        raise SystemExit(f"import failed ({code}): {out.decode()[:2000]}\n{tail}")
+        raise RuntimeError(f"import failed ({code}): {out.decode()[:2000]}\n{tail}")
     report = orjson.loads(out)
     return {
         "seconds": round(seconds, 3),
@@ -409,35 +412,52 @@ def benchmark(
                 "ndjson_mb": round(paths["ndjson"].stat().st_size / 1e6, 1),
                 "csv_mb": round(paths["csv"].stat().st_size / 1e6, 1),
             }
-            result.update(asyncio.run(floors(dsn, paths, rows)))
+            # Each phase that fails is reported (phases.py) and the others still run.
+            found: dict[str, Any] = {}
+            if run_phase(found, "floors", lambda: asyncio.run(floors(dsn, paths, rows))):
+                result.update(found["floors"])
+            else:
+                for name in ("raw_copy_text", "raw_copy_binary", "raw_copy_indexed"):
+                    result[name] = found["floors"]
             runs: dict[str, Any] = {}
-            for fmt in formats:
-                asyncio.run(reset(dsn))
-                before = load()
-                runs[f"{fmt}_insert"] = run_cli(dsn, paths[fmt]) | {"load_before": before}
-                if fmt == "ndjson":
+
+            def cli(path: Path, *args: str, empty_first: bool = True) -> dict[str, Any]:
+                if empty_first:
                     asyncio.run(reset(dsn))
-                    before = load()
-                    runs["ndjson_insert_workers"] = run_cli(
-                        dsn, paths[fmt], "--processes", str(processes)
-                    ) | {"load_before": before}
-                    before = load()
-                    runs[f"{fmt}_unchanged"] = run_cli(dsn, paths[fmt]) | {"load_before": before}
+                before = load()
+                return run_cli(dsn, path, *args) | {"load_before": before}
+
+            for fmt in formats:
+                run_phase(runs, f"{fmt}_insert", lambda fmt=fmt: cli(paths[fmt]))
+                if fmt == "ndjson":
+                    run_phase(
+                        runs,
+                        "ndjson_insert_workers",
+                        lambda: cli(paths["ndjson"], "--processes", str(processes)),
+                    )
+                    run_phase(
+                        runs, f"{fmt}_unchanged", lambda: cli(paths["ndjson"], empty_first=False)
+                    )
             result["import"] = runs
-            result["parse_only"] = parse_only(paths["ndjson"])
+            run_phase(result, "parse_only", lambda: parse_only(paths["ndjson"]))
     finally:
         if not keep:
             asyncio.run(drop(admin))
-    first = result["import"].get("ndjson_insert") or next(iter(result["import"].values()))
+    done = [r for r in result.get("import", {}).values() if not error_of(r)]
+    first = result.get("import", {}).get("ndjson_insert") or (done[0] if done else None)
+
+    def times(floor: str) -> float | None:
+        if first is None or error_of(first) or error_of(result.get(floor)):
+            return None
+        return round(first["seconds"] / result[floor]["seconds"], 2)
+
     result["targets"] = {
         "rows_per_s_at_least": 150_000,
-        "rows_per_s": first["rows_per_s"],
+        "rows_per_s": None if first is None or error_of(first) else first["rows_per_s"],
         "times_raw_copy_at_most": 3.0,
-        "times_raw_copy_binary": round(first["seconds"] / result["raw_copy_binary"]["seconds"], 2),
-        "times_raw_copy_text": round(first["seconds"] / result["raw_copy_text"]["seconds"], 2),
-        "times_raw_copy_indexed": round(
-            first["seconds"] / result["raw_copy_indexed"]["seconds"], 2
-        ),
+        "times_raw_copy_binary": times("raw_copy_binary"),
+        "times_raw_copy_text": times("raw_copy_text"),
+        "times_raw_copy_indexed": times("raw_copy_indexed"),
     }
     result["load_at_end"] = load()
     result["runtime_s"] = round(time.perf_counter() - started, 1)
@@ -445,8 +465,8 @@ def benchmark(
 
 
 def table(result: dict[str, Any]) -> str:
-    text_floor = result["raw_copy_text"]["seconds"]
-    binary_floor = result["raw_copy_binary"]["seconds"]
+    text_floor = result["raw_copy_text"].get("seconds")
+    binary_floor = result["raw_copy_binary"].get("seconds")
     lines = [
         f"Bulk import, {result['rows']:,} grants - {result['machine']['cpu_count']} CPUs,"
         f" Postgres {result['machine']['postgres']['version']},"
@@ -457,17 +477,22 @@ def table(result: dict[str, Any]) -> str:
     ]
 
     def line(name: str, r: dict[str, Any]) -> None:
+        if (error := error_of(r)) is not None:
+            lines.append(f"| {name} | failed: {error} | — | — | — | — |")
+            return
         peak = f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else "-"
+        vs_text = f"{r['seconds'] / text_floor:.1f}x" if text_floor else "—"
+        vs_binary = f"{r['seconds'] / binary_floor:.1f}x" if binary_floor else "—"
         lines.append(
-            f"| {name} | {r['seconds']:.2f} | {r['rows_per_s']:,} | {r['seconds'] / text_floor:.1f}x"
-            f" | {r['seconds'] / binary_floor:.1f}x | {peak} |"
+            f"| {name} | {r['seconds']:.2f} | {r['rows_per_s']:,} | {vs_text}"
+            f" | {vs_binary} | {peak} |"
         )
 
     line("raw COPY, text (server-side parse, unindexed table)", result["raw_copy_text"])
     line("raw COPY, binary (asyncpg, prebuilt tuples, unindexed table)", result["raw_copy_binary"])
     indexed = result["raw_copy_indexed"]
     line(
-        f"raw COPY, text, into an empty copy of grants ({indexed['indexes']} indexes):"
+        f"raw COPY, text, into an empty copy of grants ({indexed.get('indexes', '?')} indexes):"
         " Postgres alone",
         indexed,
     )
@@ -482,10 +507,13 @@ def table(result: dict[str, Any]) -> str:
     parse = result["parse_only"]
     line(
         f"parse + validate only, no database (grant_from_mapping alone"
-        f" {parse['grant_from_mapping_us_per_row']} us/row)",
+        f" {parse.get('grant_from_mapping_us_per_row', '?')} us/row)",
         parse,
     )
     t = result["targets"]
+    if None in (t["rows_per_s"], t["times_raw_copy_binary"], t["times_raw_copy_text"]):
+        lines += ["", "Targets: not judged (a phase they need failed)."]
+        return "\n".join(lines)
     met = "met" if t["rows_per_s"] >= t["rows_per_s_at_least"] else "NOT met"
     at_most = t["times_raw_copy_at_most"]
 
@@ -528,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
-    return 0
+    return report_failures({**result, **result.get("import", {})})
 
 
 if __name__ == "__main__":

@@ -49,6 +49,9 @@ except ImportError:  # running from a checkout without the client installed
     from entitlements_client.jwks import KeySet
     from entitlements_client.verify import IssuerConfig, TokenVerifier
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from phases import error_of, report_failures, run_phase
+
 ISSUER = "https://entitlements.example"
 AUDIENCE = "entitlements-api"
 ALGORITHMS = ("EdDSA", "ES256", "RS256")
@@ -164,44 +167,18 @@ def run(quick: bool) -> dict[str, Any]:
     scale = 0.2 if quick else 1.0
     keys, jwks = make_keys()
     keyset = KeySet(jwks=jwks)
-    config = IssuerConfig(ISSUER, AUDIENCE, keyset, algorithms=ALGORITHMS)
-    verifier = TokenVerifier([config])
-    roomy = TokenVerifier([config], max_token_bytes=4 << 20, cache_size=0)
     now = int(time.time())
-    small, fat = [], []
+    small: list[dict[str, Any]] = []
+    fat: list[dict[str, Any]] = []
     for alg in ALGORITHMS:
-        public = keyset.get(KIDS[alg])
-        assert public is not None
-        token = sign(alg, keys[alg], claims(now))
-
-        def pyjwt(tok: str = token, key: Any = public.key, alg: str = alg) -> object:
-            return jwt.decode(tok, key, algorithms=[alg], audience=AUDIENCE, issuer=ISSUER)
-
-        cold = p50_us(partial(verifier.verify, token), int(3000 * scale), before=verifier.clear)
-        verifier.verify(token)
-        warm = p50_us(partial(verifier.verify, token), int(30000 * scale))
-        plain = p50_us(pyjwt, int(3000 * scale))
-        small.append(
-            {"alg": alg, "bytes": len(token), "ours_cold": cold, "ours_warm": warm, "pyjwt": plain}
-        )
-
-        fat_token = sign(alg, keys[alg], claims(now, fat=True))
-
-        def pyjwt_fat(tok: str = fat_token, key: Any = public.key, alg: str = alg) -> object:
-            return jwt.decode(tok, key, algorithms=[alg], audience=AUDIENCE, issuer=ISSUER)
-
-        fat.append(
-            {
-                "alg": alg,
-                "bytes": len(fat_token),
-                "tracks": FAT_TRACKS,
-                "pyjwt": p50_us(pyjwt_fat, max(3, int(15 * scale))),
-                "ours_refused": p50_us(partial(refused, verifier, fat_token), int(3000 * scale)),
-                "ours_if_allowed": p50_us(
-                    partial(roomy.verify, fat_token), max(3, int(10 * scale))
-                ),
-            }
-        )
+        # A phase (one algorithm) that fails is reported and the others still run.
+        done: dict[str, Any] = {}
+        if not run_phase(done, alg, partial(measure, alg, keys, keyset, now, scale)):
+            small.append({"alg": alg, **done[alg]})
+            fat.append({"alg": alg, **done[alg]})
+            continue
+        small.append(done[alg]["small"])
+        fat.append(done[alg]["fat"])
     return {
         "machine": {
             "platform": platform.platform(),
@@ -219,6 +196,51 @@ def run(quick: bool) -> dict[str, Any]:
     }
 
 
+def measure(
+    alg: str, keys: dict[str, Any], keyset: KeySet, now: int, scale: float
+) -> dict[str, Any]:
+    """One algorithm: the small token (cold, warm, PyJWT) and the fat one."""
+    config = IssuerConfig(ISSUER, AUDIENCE, keyset, algorithms=ALGORITHMS)
+    verifier = TokenVerifier([config])
+    roomy = TokenVerifier([config], max_token_bytes=4 << 20, cache_size=0)
+    public = keyset.get(KIDS[alg])
+    if public is None:
+        raise RuntimeError(f"no public key for {alg}")
+    token = sign(alg, keys[alg], claims(now))
+
+    def pyjwt(tok: str = token, key: Any = public.key, alg: str = alg) -> object:
+        return jwt.decode(tok, key, algorithms=[alg], audience=AUDIENCE, issuer=ISSUER)
+
+    cold = p50_us(partial(verifier.verify, token), int(3000 * scale), before=verifier.clear)
+    verifier.verify(token)
+    warm = p50_us(partial(verifier.verify, token), int(30000 * scale))
+    plain = p50_us(pyjwt, int(3000 * scale))
+    small = {
+        "alg": alg,
+        "bytes": len(token),
+        "ours_cold": cold,
+        "ours_warm": warm,
+        "pyjwt": plain,
+    }
+
+    fat_token = sign(alg, keys[alg], claims(now, fat=True))
+
+    def pyjwt_fat(tok: str = fat_token, key: Any = public.key, alg: str = alg) -> object:
+        return jwt.decode(tok, key, algorithms=[alg], audience=AUDIENCE, issuer=ISSUER)
+
+    return {
+        "small": small,
+        "fat": {
+            "alg": alg,
+            "bytes": len(fat_token),
+            "tracks": FAT_TRACKS,
+            "pyjwt": p50_us(pyjwt_fat, max(3, int(15 * scale))),
+            "ours_refused": p50_us(partial(refused, verifier, fat_token), int(3000 * scale)),
+            "ours_if_allowed": p50_us(partial(roomy.verify, fat_token), max(3, int(10 * scale))),
+        },
+    }
+
+
 def table(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [
@@ -229,6 +251,9 @@ def table(result: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     for row in result["small"]:
+        if (error := error_of(row)) is not None:
+            lines.append(f"| {row['alg']} | failed: {error} | — | — | — |")
+            continue
         lines.append(
             f"| {row['alg']} | {row['bytes']} "
             f"| {row['ours_cold']['p50_us']:.1f} ({row['ours_cold']['p99_us']:.1f}) "
@@ -243,17 +268,24 @@ def table(result: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     for row in result["fat"]:
+        if (error := error_of(row)) is not None:
+            lines.append(f"| {row['alg']} | failed: {error} | — | — | — |")
+            continue
         lines.append(
             f"| {row['alg']} | {row['bytes']:,} | {row['pyjwt']['p50_us'] / 1000:.1f} "
             f"| {row['ours_refused']['p50_us']:.2f} | {row['ours_if_allowed']['p50_us'] / 1000:.1f} |"
         )
-    small_bytes = result["small"][0]["bytes"]
-    fat_bytes = result["fat"][0]["bytes"]
+    pairs = [
+        (a["bytes"], b["bytes"])
+        for a, b in zip(result["small"], result["fat"], strict=True)
+        if not error_of(a) and not error_of(b)
+    ]
+    ratio = f"{pairs[0][1] / pairs[0][0]:,.0f}x" if pairs else "(not measured) many times"
     lines += [
         "",
-        f"The fat token is {fat_bytes / small_bytes:,.0f}x the small one; most HTTP servers refuse "
+        f"The fat token is {ratio} the small one; most HTTP servers refuse "
         "request headers over 8-16 KiB, so it cannot even be sent as a Bearer header.",
-        "Our verifier refuses tokens over 8 KiB before parsing (DESIGN.md), so fat tokens cost it "
+        "Our verifier refuses tokens over 8 KiB before parsing (docs/design.md), so fat tokens cost it "
         "next to nothing: they are rejected, not verified.",
         "cold = first sight of a token (strict parse + signature + claims); warm = the same token "
         "again (remembered; expiry and revocation still checked).",
@@ -275,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.out}")
-    return 0
+    return report_failures({row["alg"]: row for row in result["small"]})
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Start the entitlements demo (it serves on :8000 and prints ``export ALICE=…``
 lines), then this (on :8080)::
 
-    pip install 'entitlements-client[fastapi]' uvicorn
+    pip install './client[fastapi]' uvicorn   # from the checkout
     python client/examples/player.py
 
     curl -H "Authorization: Bearer $ALICE" -H "X-Country: GB" \\

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from entitlements.api import (
     browser,
+    docs,
     openapi,
     problems,
     routes_admin,
@@ -95,7 +96,10 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         summary="Fine-grained rights checks behind small tokens",
         lifespan=lifespan,
+        docs_url=None,  # docs.install: Swagger UI and ReDoc from an installed package, no CDN
+        redoc_url=None,
     )
+    docs.install(app)
     problems.install(app)
     app.add_middleware(TimingMiddleware)
     app.add_middleware(BodyStallMiddleware, seconds=settings.upload_stall_timeout)

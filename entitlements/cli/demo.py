@@ -130,8 +130,11 @@ async def load_demo(settings: Settings) -> str:
             ttl = min(settings.token_max_lifetime, 12 * 3600)
             return tokens.mint_access(sub, roles=roles, scopes=scopes, ttl=ttl)
 
-        alice = token("alice", ["plan:premium"], [])
-        bob = token("bob", ["plan:free"], [])
+        # entitlements:check lets a service exchange alice's token for a narrow one
+        # (an exchanged token carries only scopes the user's token had): the README's
+        # token-exchange example.
+        alice = token("alice", ["plan:premium"], ["entitlements:check"])
+        bob = token("bob", ["plan:free"], ["entitlements:check"])
         admin = token("ops", [], ["entitlements:admin", "entitlements:import"])
         service = token("svc-player", [], ["entitlements:check:any", "entitlements:exchange"])
     base = f"http://{settings.host}:{settings.port}"
@@ -182,6 +185,11 @@ async def load_demo(settings: Settings) -> str:
             "$BOB",
             "/v1/check",
             {"resource": "track:USRC17607839", "action": "stream", "territory": "GB"},
+        ),
+        curl(
+            "$BOB",
+            "/v1/check",
+            {"resource": "track:USRC17607839", "action": "stream", "territory": "JP"},
         ),
         "# everything alice may stream in GB",
         curl("$ALICE", "/v1/entitlements?action=stream&territory=GB"),

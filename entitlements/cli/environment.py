@@ -1,7 +1,7 @@
 """What every command needs: settings, a database (configured or embedded), and a way
 to run a coroutine that turns our errors into a message and the right exit code.
 
-Exit codes (DESIGN.md): 0 success, 1 runtime failure, 2 bad usage or bad input.
+Exit codes (docs/design.md): 0 success, 1 runtime failure, 2 bad usage or bad input.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ DDEX ERN messages (``.xml``, or a file whose first markup is an element:
 - Progress goes to stderr: a rich bar (bytes of the file, rows, rows/s) when
   stderr is a terminal, otherwise a plain line about once a second (logs, CI).
 - The summary goes to stdout; ``--json`` prints the full report instead.
-- Exit codes (DESIGN.md): 0 committed or dry run; 2 bad usage or bad input (the
+- Exit codes (docs/design.md): 0 committed or dry run; 2 bad usage or bad input (the
   import is then rolled back and recorded as failed); 1 runtime failure (among
   them: another import still running after ``ENTITLEMENTS_IMPORT_LOCK_WAIT``).
 """
@@ -65,20 +65,24 @@ def import_command(
             exists=True,
             dir_okay=False,
             readable=True,
-            metavar="FILE...",
+            metavar="FILE",
         ),
     ],
     format: Annotated[
         Format | None,
         typer.Option(
             "--format",
+            metavar="[ndjson|csv|ddex]",
             help="csv, ndjson or ddex (default: from the file's extension, or XML markup: ddex)",
         ),
     ] = None,
     kind: Annotated[
         Kind,
         typer.Option(
-            "--kind", help="what the rows are (NDJSON: the default for records without 'kind')"
+            "--kind",
+            metavar="[grant|resource]",
+            help="what the rows are (NDJSON: the default for records without 'kind')",
+            show_default=True,
         ),
     ] = "grant",
     dry_run: Annotated[
@@ -114,6 +118,7 @@ def import_command(
         int | None,
         typer.Option(
             "--processes",
+            metavar="N",
             min=0,
             max=64,
             help="worker processes reading an NDJSON file of 16 MiB or more (default: with"
@@ -377,10 +382,23 @@ class ProgressDisplay:
             self.bar.update(self.task, completed=p.bytes, rows=p.rows, rate=rate)
             return
         now = time.monotonic()
-        if now - self.last >= PLAIN_EVERY:
+        if p.done or now - self.last >= PLAIN_EVERY:
             self.last = now
-            sys.stderr.write(
-                f"import: {p.rows:,} rows read, {p.loaded:,} loaded,"
-                f" {p.bytes / 1e6:,.1f} of {self.total / 1e6:,.1f} MB, {rate:,.0f} rows/s\n"
-            )
+            sys.stderr.write(plain_progress(p, self.total, rate) + "\n")
             sys.stderr.flush()
+
+
+def plain_progress(p: Progress, total_bytes: int, rate: float) -> str:
+    """One plain progress line: its counts are those the report will give, once ``p.done``."""
+    return (
+        f"import: {p.rows:,} rows read, {p.loaded:,} loaded, {p.rejected:,} rejected,"
+        f" {_size(p.bytes, total_bytes)}, {rate:,.0f} rows/s"
+    )
+
+
+def _size(done: int, total: int) -> str:
+    """``1.2 of 3.4 MB`` in the unit that suits the total (B, kB, MB, GB)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if total >= scale:
+            return f"{done / scale:,.1f} of {total / scale:,.1f} {unit}"
+    return f"{done:,} of {total:,} B"

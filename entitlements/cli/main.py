@@ -10,24 +10,30 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperArgument
 
 from entitlements.cli.environment import database, fail, load_settings, run
 from entitlements.cli.importing import check_ddex_mapping, import_command
 from entitlements.settings import Settings
 from entitlements_client import parse_duration
 
+# Plain click-style help (rich_markup_mode=None): flags show no value placeholder, values
+# an upper-case name (--port PORT), defaults in brackets, as click and typer users expect.
 app = typer.Typer(
     name="entitlements",
     help="Fine-grained rights checks behind small tokens.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-token_app = typer.Typer(help="Development tokens.", no_args_is_help=True)
-keys_app = typer.Typer(help="The service's signing keys.", no_args_is_help=True)
+token_app = typer.Typer(help="Development tokens.", no_args_is_help=True, rich_markup_mode=None)
+keys_app = typer.Typer(
+    help="The service's signing keys.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(token_app, name="token")
 app.add_typer(keys_app, name="keys")
 
@@ -119,14 +125,30 @@ def check_tls_files(certfile: Path | None, keyfile: Path | None) -> None:
         ) from None
 
 
+def _setting(help: str, name: str) -> str:
+    """Help for a flag that falls back on a setting: its default and variable, click-style."""
+    default = Settings.model_fields[name].default
+    return f"{help}  [default: {default}; env var: ENTITLEMENTS_{name.upper()}]"
+
+
+HostOption = Annotated[
+    str | None, typer.Option(metavar="HOST", help=_setting("interface to bind", "host"))
+]
+PortOption = Annotated[int | None, typer.Option(metavar="PORT", help=_setting("TCP port", "port"))]
+
+
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="interface to bind")] = None,
-    port: Annotated[int | None, typer.Option(help="TCP port")] = None,
-    workers: Annotated[int | None, typer.Option(help="uvicorn worker processes")] = None,
+    host: HostOption = None,
+    port: PortOption = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(metavar="N", help=_setting("uvicorn worker processes", "workers")),
+    ] = None,
     ssl_certfile: Annotated[
         Path | None,
         typer.Option(
+            metavar="FILE",
             help="serve HTTPS: the certificate chain (PEM); with --ssl-keyfile",
             envvar="ENTITLEMENTS_SSL_CERTFILE",
         ),
@@ -134,6 +156,7 @@ def serve(
     ssl_keyfile: Annotated[
         Path | None,
         typer.Option(
+            metavar="FILE",
             help="the certificate's private key (PEM, unencrypted)",
             envvar="ENTITLEMENTS_SSL_KEYFILE",
         ),
@@ -156,10 +179,7 @@ def serve(
 
 
 @app.command()
-def demo(
-    host: Annotated[str | None, typer.Option(help="interface to bind")] = None,
-    port: Annotated[int | None, typer.Option(help="TCP port")] = None,
-) -> None:
+def demo(host: HostOption = None, port: PortOption = None) -> None:
     """Load a sample music catalogue, print demo tokens and curl lines, and serve."""
     from entitlements.cli.demo import load_demo
 
@@ -175,13 +195,22 @@ def demo(
 
 @token_app.command("mint")
 def token_mint(
-    sub: Annotated[str, typer.Option("--sub", help="the subject (user or service id)")],
+    sub: Annotated[
+        str, typer.Option("--sub", metavar="ID", help="the subject (user or service id)")
+    ],
     role: Annotated[
-        list[str] | None, typer.Option("--role", help="a coarse role, repeatable")
+        list[str] | None,
+        typer.Option("--role", metavar="ROLE", help="a coarse role, repeatable"),
     ] = None,
-    scope: Annotated[list[str] | None, typer.Option("--scope", help="a scope, repeatable")] = None,
-    ttl: Annotated[str, typer.Option(help="lifetime, e.g. 15m, 1h")] = "15m",
-    tenant: Annotated[str | None, typer.Option(help="tenant id (tid claim)")] = None,
+    scope: Annotated[
+        list[str] | None, typer.Option("--scope", metavar="SCOPE", help="a scope, repeatable")
+    ] = None,
+    ttl: Annotated[
+        str, typer.Option(metavar="DURATION", help="lifetime, e.g. 15m, 1h", show_default=True)
+    ] = "15m",
+    tenant: Annotated[
+        str | None, typer.Option(metavar="TENANT", help="tenant id (tid claim)")
+    ] = None,
 ) -> None:
     """Print a signed access token of this service (for development and demos)."""
     from entitlements.cli.admin import mint_token
@@ -220,9 +249,26 @@ def keys_list() -> None:
 app.command("import")(import_command)
 
 
+def _plain_arguments(command: Any) -> Any:
+    """Arguments as click shows them: ``FILE...`` in the usage line, no ``<list[Path]>``."""
+    for param in command.params:
+        if isinstance(param, TyperArgument):
+            usage = param.display_name_raw + ("..." if param.nargs != 1 else "")
+            param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+            param.get_usage_pieces = lambda ctx, usage=usage: [usage]  # type: ignore[method-assign,misc]
+    for sub in getattr(command, "commands", {}).values():
+        _plain_arguments(sub)
+    return command
+
+
+def cli() -> Any:
+    """The ``entitlements`` command as click runs it (what ``main`` calls)."""
+    return _plain_arguments(typer.main.get_command(app))
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
-        app()
+        cli()(prog_name="entitlements")
     except KeyboardInterrupt:
         sys.exit(130)

@@ -56,12 +56,16 @@ class ImportLimits:
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """Where an import is: records read, bytes read, rows merged, seconds since start."""
+    """Where an import is: records read, bytes read, valid rows handed to the database,
+    seconds since start, rows rejected so far, and whether this is the last word (the
+    counts then agree with the report)."""
 
     rows: int
     bytes: int
     loaded: int
     elapsed: float
+    rejected: int = 0
+    done: bool = False
 
 
 @dataclass(slots=True)

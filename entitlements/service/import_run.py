@@ -175,12 +175,15 @@ class Ticker:
 
     def done(self) -> None:
         if self.progress is not None:
-            self._show(time.monotonic())
+            self._show(time.monotonic(), done=True)
 
-    def _show(self, now: float) -> None:
+    def _show(self, now: float, *, done: bool = False) -> None:
         run = self.run
         assert self.progress is not None
-        self.progress(Progress(run.records, run.bytes, run.loaded, now - self.started))
+        rejected = run.report.counts.rejected
+        self.progress(
+            Progress(run.records, run.bytes, run.loaded, now - self.started, rejected, done)
+        )
 
 
 def apply_segment(segment: Segment, run: ImportRun) -> None:

@@ -424,7 +424,8 @@ class ImportService:
                 await session.write_grants(grants, prepared, run)
             if resources and not run.failed:
                 await session.write_resources(resources, run)
-            run.loaded += len(grants) + len(resources)
+            # Rejected rows ride along for their ids only (texts None): not loaded.
+            run.loaded += len(grants) - grants.texts.count(None) + len(resources)
 
     async def _finish(self, session: ImportSession, run: ImportRun) -> None:
         """After the last batch: the --replace-source delete and the resource-graph check."""
