@@ -1,4 +1,4 @@
-"""The Decision rules of DESIGN.md, one by one, on the pure ``decide``.
+"""The Decision rules of docs/design.md, one by one, on the pure ``decide``.
 
 No server: grants are built in memory and the caller's subjects and the
 resource's ancestors are expanded here, as the service does before it asks
@@ -115,7 +115,7 @@ def test_a_matching_deny_beats_any_number_of_allows() -> None:
 
 
 def test_denied_decision_names_the_deny_grant() -> None:
-    # DESIGN.md only fixes ``grant`` for an allow; the policy names the takedown.
+    # docs/design.md only fixes ``grant`` for an allow; the policy names the takedown.
     d = check([grant("a"), grant("takedown", effect="deny")])
     assert d.grant == "takedown"
 

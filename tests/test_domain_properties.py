@@ -1,4 +1,4 @@
-"""Property tests: ``decide`` against a small oracle written from DESIGN.md.
+"""Property tests: ``decide`` against a small oracle written from docs/design.md.
 
 The oracle below is deliberately naive and shares no code with
 ``entitlements.domain.policy``: it re-reads the Decision rules literally, and
@@ -7,7 +7,7 @@ small pool that all windows are drawn from. Drawing the query instant from the
 same pool means window boundaries are hit exactly, where half-open mistakes
 live.
 
-Where DESIGN.md leaves the order of the refusal reasons to "the most helpful",
+Where docs/design.md leaves the order of the refusal reasons to "the most helpful",
 the oracle fixes it as: a licence here that is coming (``not_yet_valid``), one
 here that has ended (``expired``), a licence that exists only for other
 territories in any window (``territory``), nothing (``not_licensed``).
@@ -154,7 +154,7 @@ timed_asks = st.sampled_from(QUERY_INSTANTS).map(
 )
 
 
-# --- the oracle, from DESIGN.md's words ---------------------------------------------------
+# --- the oracle, from docs/design.md's words ---------------------------------------------------
 
 
 def applies_to(g: Grant, ask: Ask) -> bool:

@@ -5,7 +5,7 @@ killed, frozen (SIGSTOP) and flapped while two cached app instances ("workers",
 sharing it as L2) answer a steady stream of single and batch checks. Every
 answer is compared with an uncached app (``cache_size=0``) on the same
 database; two revokes are written during the outages. What must hold
-(DESIGN.md "Caching" and "Consistency"; issue 4, "Faults"):
+(docs/design.md "Caching" and "Consistency"; issue 4, "Faults"):
 
 - no 5xx, ever; every answer is the one Postgres gives, except that an answer
   revoked less than the staleness bound ago may still be the old one;

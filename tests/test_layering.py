@@ -1,4 +1,4 @@
-"""The rooms of DESIGN.md, read from the source: who may import whom.
+"""The rooms of docs/design.md, read from the source: who may import whom.
 
 Built with ``ast`` over every module of ``entitlements`` and ``entitlements_client``
 (nothing is imported, so a lazy or optional import cannot hide, and a leak is

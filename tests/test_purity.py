@@ -1,4 +1,4 @@
-"""The layers of DESIGN.md, enforced: the core imports no framework or driver.
+"""The layers of docs/design.md, enforced: the core imports no framework or driver.
 
 Each import runs in a fresh interpreter, so what this test process (and its
 conftest) has already imported cannot hide a leak, and one module cannot mask

@@ -11,7 +11,7 @@ One root, branches by cause::
     └── UnavailableError             the service or a key endpoint could not answer (fail closed)
 
 ``InvalidToken``, ``Forbidden`` and ``Unavailable`` are aliases with the names
-used in DESIGN.md.
+used in docs/design.md.
 
 Messages are short and safe to log or return to a client: they never contain
 the token, any part of it, or key material. Anything more detailed belongs in
@@ -137,7 +137,7 @@ class UnavailableError(_HTTPError):
         super().__init__(message, request=request, response=response)
 
 
-# Names used in DESIGN.md.
+# Names used in docs/design.md.
 InvalidToken = InvalidTokenError
 Forbidden = ForbiddenError
 Unavailable = UnavailableError

@@ -4,7 +4,7 @@ A :class:`KeySet` holds ``kid -> PublicKey``. Keys come from a JWKS document
 given in process (``jwks=`` / :meth:`KeySet.replace`), a local file
 (``file=``, reloaded when its mtime changes) or an HTTPS endpoint (``url=``).
 
-Decisions (DESIGN.md "Tokens"):
+Decisions (docs/design.md "Tokens"):
 
 - Every key is pinned to exactly one algorithm: the JWK's ``alg`` if present,
   else the one its type implies (OKP/Ed25519 -> EdDSA, EC/P-256 -> ES256,

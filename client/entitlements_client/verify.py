@@ -1,6 +1,6 @@
 """The one access-token verifier, used by the SDK and by the service.
 
-Policy (DESIGN.md "Tokens"; RFC 7515/7519/8725/9068):
+Policy (docs/design.md "Tokens"; RFC 7515/7519/8725/9068):
 
 - Size is checked before anything is parsed; the token must be ASCII compact
   JWS with exactly three strict base64url segments (no padding, canonical
@@ -174,7 +174,7 @@ def _numeric_date(payload: Mapping[str, Any], name: str, *, required: bool) -> i
             fail("missing_claim", f"missing '{name}' claim")
         return None
     value = payload[name]
-    # bool is an int subclass; floats, strings and huge numbers are refused (DESIGN.md:
+    # bool is an int subclass; floats, strings and huge numbers are refused (docs/design.md:
     # integer NumericDates), which also keeps all arithmetic below exact.
     if type(value) is not int or not 0 <= value < _MAX_NUMERIC_DATE:
         fail("bad_claim", f"'{name}' must be an integer NumericDate")

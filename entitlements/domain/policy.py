@@ -1,4 +1,4 @@
-"""Check evaluation: the rules of DESIGN.md's Decision section, pure.
+"""Check evaluation: the rules of docs/design.md's Decision section, pure.
 
 Given the grants that could matter (those on the resource or an ancestor, for
 the caller's subjects), decide at one instant and find when that answer would
