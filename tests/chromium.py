@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 from binaries import require_binary
+from processes import stop_process
 from websockets.sync.client import ClientConnection, connect
 
 
@@ -134,12 +135,7 @@ def headless_page(width: int = 1280, height: int = 900) -> Iterator[Page]:
             )
             yield page
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=10)
         shutil.rmtree(profile, ignore_errors=True)
 
 

@@ -39,6 +39,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from binaries import usable_by_others
 
@@ -51,7 +52,9 @@ __all__ = [
     "run_command",
     "server_user",
     "servers_tempdir",
+    "stop_process",
     "wait_for",
+    "wait_ready",
 ]
 
 _PR_SET_PDEATHSIG = 1
@@ -353,3 +356,38 @@ def _kill_leftovers() -> None:
         leftovers = list(_live)
     for server in leftovers:
         server.kill()
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 15) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout``; reaps it either way."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
+
+
+def wait_ready(
+    url: str,
+    proc: subprocess.Popen[Any],
+    log: Callable[[], str],
+    *,
+    verify: Any = True,
+    timeout: float = 60,
+) -> Any:
+    """Poll ``url/readyz`` until it answers 200 (that response is returned); fail with the
+    tail of the server's log if the process exits or ``timeout`` passes first."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, f"serve exited: {log()[-2000:]}"
+        try:
+            response = httpx.get(f"{url}/readyz", timeout=1, verify=verify)
+            if response.status_code == 200:
+                return response
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"serve never got ready: {log()[-2000:]}"
+        time.sleep(0.1)

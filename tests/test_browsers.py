@@ -7,13 +7,11 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
-from processes import free_port
+from processes import free_port, stop_process, wait_ready
 from starlette.routing import Route
 from support import Api, running, settings_for
 
@@ -152,23 +150,8 @@ def test_the_served_app_does_not_name_its_server(clean: PostgresStore, pg_dsn: s
         stdin=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, "serve exited"
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
-                if response.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "serve never got ready"
-            time.sleep(0.1)
+        response = wait_ready(f"http://127.0.0.1:{port}", proc, lambda: "")
         assert "server" not in response.headers
         assert response.headers["x-content-type-options"] == "nosniff"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
+        stop_process(proc)

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from processes import stop_process, wait_ready
 from sdk_support import free_port
 from test_import_cli import ENTITLEMENTS, env_for
 from test_import_helpers import grant_record, ndjson_lines, write_ndjson
@@ -80,24 +81,10 @@ def served(pg_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
             stdin=subprocess.DEVNULL,
         )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, f"serve exited: {log.read_text()[-2000:]}"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"serve never got ready: {log.read_text()[-2000:]}"
-            time.sleep(0.1)
+        wait_ready(f"http://127.0.0.1:{port}", proc, log.read_text, timeout=90)
         yield Served(port, minted.stdout.strip(), log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=20)
+        stop_process(proc, timeout=20)
 
 
 def wait_closed(socks: list[socket.socket], within: float) -> dict[int, tuple[float, bytes]]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from processes import stop_process, wait_ready
 from sdk_support import free_port
 from test_import_cli import ENTITLEMENTS, env_for
 from test_import_helpers import grant_record, ndjson_lines
@@ -85,24 +85,10 @@ def server(clean: PostgresStore, pg_dsn: str, tmp_path: Path) -> Iterator[Server
             stdin=subprocess.DEVNULL,
         )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"serve exited: {log.read_text()[-2000:]}"
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"serve never got ready: {log.read_text()[-2000:]}"
-            time.sleep(0.1)
+        wait_ready(url, proc, log.read_text)
         yield Server(proc, url, minted.stdout.strip())
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
+        stop_process(proc)
 
 
 def test_an_upload_of_1m_rows_needs_no_more_server_memory_than_100k(server: Server) -> None:

@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 import httpx
 import orjson
 import pytest
+from processes import stop_process, wait_ready
 from sdk_support import free_port
 from test_import_cli import ENTITLEMENTS, env_for
 
@@ -164,24 +165,10 @@ def server(
         "nul-sub": token("ali\x00ce"),
     }
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"serve exited: {server.log_text()[-2000:]}"
-            try:
-                if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, server.log_text()[-2000:]
-            time.sleep(0.1)
+        wait_ready(server.url, proc, server.log_text)
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
+        stop_process(proc)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import asyncio
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.routing import APIRoute
+from processes import stop_process, wait_ready
 from sdk_support import free_port
 from support import Api, settings_for
 from test_import_cli import ENTITLEMENTS, env_for
@@ -163,24 +163,10 @@ def served(
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()[-2000:]
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()[-2000:]
-            time.sleep(0.1)
+        wait_ready(url, proc, log.read_text)
         yield url, log.read_text
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
+        stop_process(proc)
 
 
 async def test_schemathesis_with_every_check_finds_nothing(

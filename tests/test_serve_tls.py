@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import ssl
 import subprocess
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from processes import stop_process, wait_ready
 from sdk_support import free_port
 from test_import_cli import ENTITLEMENTS, env_for
 
@@ -82,24 +82,10 @@ def served_tls(
     url = f"https://127.0.0.1:{port}"
     context = ssl.create_default_context(cafile=str(certfile))
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()[-2000:]
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1, verify=context).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()[-2000:]
-            time.sleep(0.1)
+        wait_ready(url, proc, log.read_text, verify=context)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
+        stop_process(proc)
 
 
 def test_serve_speaks_https_with_the_given_certificate(

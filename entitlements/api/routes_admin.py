@@ -28,6 +28,13 @@ from entitlements_client import VerifiedToken
 
 router = APIRouter(prefix="/v1", tags=["admin"])
 Admin = Annotated[VerifiedToken, Depends(require_scope(SCOPE_ADMIN))]
+# A listing's optional ``resource`` filter (grants here, the audit log in routes_audit).
+ResourceFilter = Annotated[
+    str | None,
+    Query(
+        max_length=MAX_RESOURCE_LENGTH, json_schema_extra={"pattern": anchored(RESOURCE_PATTERN)}
+    ),
+]
 
 _WRITE: Final = {
     "revision": {"type": "integer", "minimum": 0, "description": "the revision after the write"},
@@ -171,13 +178,7 @@ async def delete_grant(request: Request, grant_id: GrantId, token: Admin) -> Res
 async def list_grants(
     request: Request,
     token: Admin,
-    resource: Annotated[
-        str | None,
-        Query(
-            max_length=MAX_RESOURCE_LENGTH,
-            json_schema_extra={"pattern": anchored(RESOURCE_PATTERN)},
-        ),
-    ] = None,
+    resource: ResourceFilter = None,
     subject: Annotated[
         str | None,
         Query(

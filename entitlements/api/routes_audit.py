@@ -13,12 +13,10 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from entitlements.api.openapi import AUTH, STORE, answers, json_response
-from entitlements.api.routes_admin import Admin, _admin
+from entitlements.api.routes_admin import Admin, ResourceFilter, _admin
 from entitlements.domain.parsers import (
     GRANT_ID_PATTERN,
     MAX_ID_LENGTH,
-    MAX_RESOURCE_LENGTH,
-    RESOURCE_PATTERN,
     anchored,
 )
 from entitlements.service.admin import MAX_ACTOR
@@ -101,13 +99,7 @@ async def audit(
     request: Request,
     token: Admin,
     actor: Annotated[str | None, Query(min_length=1, max_length=MAX_ACTOR)] = None,
-    resource: Annotated[
-        str | None,
-        Query(
-            max_length=MAX_RESOURCE_LENGTH,
-            json_schema_extra={"pattern": anchored(RESOURCE_PATTERN)},
-        ),
-    ] = None,
+    resource: ResourceFilter = None,
     grant: Annotated[
         str | None,
         Query(max_length=MAX_ID_LENGTH, json_schema_extra={"pattern": anchored(GRANT_ID_PATTERN)}),
